@@ -1,0 +1,43 @@
+# Every target maps to one command of scripts/petit-series (or a script in ci/).
+# Variables: SGLANG_REF, SGLANG_SOURCE (auto|git|pypi|<path>), SGLANG_DIR, SGLANG_REPO,
+# REFS (matrix), FORCE=1 (apply over a branch with unexported commits).
+PYTHON ?= python3
+SERIES := $(PYTHON) scripts/petit-series
+export SGLANG_REF SGLANG_SOURCE SGLANG_DIR SGLANG_REPO REFS FORCE
+
+.PHONY: apply refresh rebase rebase-continue rebase-abort matrix bench test lint help
+
+help:
+	@sed -n 's/^## //p' Makefile
+
+## apply            apply the series to SGLANG_REF (default: newest release) in build/sglang/<ref>
+apply:
+	$(SERIES) apply
+
+## refresh          export build/sglang/<ref>'s branch back to patches/ (deterministic)
+refresh:
+	$(SERIES) refresh
+
+## rebase           move the series onto SGLANG_REF with 3-way merges, then export it
+rebase:
+	$(SERIES) rebase
+
+## rebase-continue  resume a stopped apply/rebase after resolving the conflict
+rebase-continue:
+	$(SERIES) rebase-continue
+
+## rebase-abort     roll a stopped apply/rebase back
+rebase-abort:
+	$(SERIES) rebase-abort
+
+## matrix           apply the series on every supported release -> build/matrix.{json,md}
+matrix:
+	$(SERIES) matrix
+
+## bench            time a cold and a warm matrix
+bench:
+	$(SERIES) bench
+
+## test             the test suite (what CI runs)
+test:
+	bash scripts/run-tests.sh

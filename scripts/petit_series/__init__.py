@@ -1,0 +1,1 @@
+"""Tooling that applies, refreshes, rebases and tests the sglang-petit series."""

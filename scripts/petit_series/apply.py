@@ -1,0 +1,442 @@
+"""Apply the series onto an upstream tree as one commit per patch.
+
+The tree's branch `petit/<ref>` starts at the upstream commit (also kept as
+`refs/petit/upstream`). Each patch is checked first, then applied with `git am`:
+
+- already upstream: the patch reverse-applies and does not apply: skipped;
+- excluded: every file it touches is outside a partial (PyPI) tree;
+- applied / applied with offsets: exact context found (offsets are reported);
+- applied by 3-way merge: context changed, `git am --3way` merged it;
+- conflict: the run stops, the tree is left mid-`git am` for resolution, and
+  `continue` / `abort` resume or roll back.
+
+Never fuzz. State lives in `<git-dir>/petit-series/`: `state.json` while an
+operation is in progress, `record.json` for the last finished one, and
+`report.json` / `report.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import gitlib, report, versions
+from .locking import FileLock
+from .series import Series
+from .upstream import Upstream
+
+STATE_DIR = "petit-series"
+UPSTREAM_REF = "refs/petit/upstream"
+
+APPLIED = ("applied", "applied-offsets", "applied-3way", "resolved")
+SKIPPED = ("already-upstream", "excluded")
+
+
+class ApplyError(RuntimeError):
+    """The series cannot be applied as asked; nothing was changed."""
+
+
+class Conflict(RuntimeError):
+    """A patch conflicted; the tree is left for resolution."""
+
+    def __init__(self, result: dict, tree: Path):
+        self.result = result
+        self.tree = tree
+        super().__init__(f"{result['name']} conflicts")
+
+
+@dataclasses.dataclass
+class Context:
+    tree: Path
+    upstream: Upstream
+    series: Series
+    provide_base: Callable[[str], Optional[str]] = lambda version: None
+    explain: Callable[[Optional[str], list], list] = lambda version, files: []
+    quiet: bool = False
+
+    @property
+    def branch(self) -> str:
+        return f"petit/{versions.safe_ref_name(self.upstream.ref)}"
+
+
+def state_dir(tree: Path) -> Path:
+    return gitlib.git_dir_of(tree) / STATE_DIR
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def load_record(tree: Path) -> Optional[dict]:
+    return _read_json(state_dir(tree) / "record.json")
+
+
+def load_state(tree: Path) -> Optional[dict]:
+    return _read_json(state_dir(tree) / "state.json")
+
+
+def say(ctx_quiet: bool, msg: str) -> None:
+    if not ctx_quiet:
+        print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# One patch
+
+
+def _excluded_paths(upstream: Upstream, mail: gitlib.PatchMail) -> list[str]:
+    if not upstream.partial:
+        return []
+    return sorted({p for fp in mail.files for p in fp.paths if not upstream.covers(p)})
+
+
+def _read_head_file(tree: Path, path: str) -> Optional[str]:
+    proc = gitlib.run(["show", f"HEAD:{path}"], tree, check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _offsets(tree: Path, mail: gitlib.PatchMail, excluded: list[str]) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for fp in mail.files:
+        if fp.path in excluded or fp.old_path is None or not fp.hunks:
+            continue
+        text = _read_head_file(tree, fp.old_path)
+        if text is None:
+            continue
+        offs = gitlib.hunk_offsets(text, fp)
+        if any(o for o in offs):
+            found[fp.path] = offs
+    return found
+
+
+def _failing_hunks(tree: Path, base: str, mail: gitlib.PatchMail, excluded: list[str]) -> list[dict]:
+    hunks = []
+    for fp in mail.files:
+        if fp.path in excluded or fp.old_path is None:
+            continue
+        proc = gitlib.run(["show", f"{base}:{fp.old_path}"], tree, check=False)
+        if proc.returncode != 0:
+            hunks.append({"file": fp.path, "hunk": "(whole file)", "why": "file missing upstream"})
+            continue
+        for hunk, off in zip(fp.hunks, gitlib.hunk_offsets(proc.stdout, fp)):
+            if off is None:
+                hunks.append(
+                    {"file": fp.path, "hunk": hunk.header, "why": "context not found upstream"}
+                )
+    return hunks
+
+
+def apply_one(ctx: Context, name: str, path: Path, floor: Optional[str]) -> dict:
+    """Apply one patch file as a commit; returns its result record.
+
+    Raises Conflict (tree left mid-am) or ApplyError (corrupt patch).
+    """
+    tree = ctx.tree
+    text = path.read_text()
+    try:
+        mail = gitlib.parse_patch(text)
+    except ValueError as exc:
+        raise ApplyError(f"patch {path} is corrupt: {exc}") from exc
+    result: dict = {
+        "name": name,
+        "file": str(path.relative_to(ctx.series.root)),
+        "subject": mail.subject,
+        "variant": floor,
+        "status": None,
+        "excluded": _excluded_paths(ctx.upstream, mail),
+    }
+    excluded = result["excluded"]
+    if excluded and all(p in excluded for fp in mail.files for p in fp.paths):
+        result["status"] = "excluded"
+        return result
+    excl = gitlib.exclude_args(excluded)
+    forward = gitlib.run(["apply", "--check", *excl, str(path)], tree, check=False)
+    if forward.returncode != 0:
+        reverse = gitlib.run(["apply", "--check", "-R", *excl, str(path)], tree, check=False)
+        if reverse.returncode == 0:
+            result["status"] = "already-upstream"
+            result["evidence"] = "the patch reverse-applies cleanly: upstream already has it"
+            return result
+    am = ["am", "--committer-date-is-author-date", "--no-gpg-sign", *excl]
+    if forward.returncode == 0:
+        offsets = _offsets(tree, mail, excluded)
+        gitlib.run([*am, str(path)], tree)
+        result["status"] = "applied-offsets" if offsets else "applied"
+        if offsets:
+            result["offsets"] = offsets
+        return result
+    # The context moved or changed upstream: make the preimages available, then merge.
+    if floor or ctx.series.base:
+        ctx.provide_base(floor or ctx.series.base)
+    proc = gitlib.run([*am, "--3way", str(path)], tree, check=False)
+    if proc.returncode == 0:
+        result["status"] = "applied-3way"
+        result["base"] = floor or ctx.series.base
+        return result
+    conflicted = gitlib.conflicted_files(tree)
+    target = gitlib.out(["rev-parse", "HEAD"], tree)
+    result["status"] = "conflict"
+    result["files"] = conflicted or sorted({fp.path for fp in mail.files} - set(excluded))
+    result["hunks"] = _failing_hunks(tree, target, mail, excluded)
+    result["three_way"] = "lacks the necessary blob" not in proc.stderr
+    if not result["three_way"]:
+        result["note"] = "3-way merge impossible: the patch's preimage blobs are not in this repository"
+    result["upstream_changes"] = ctx.explain(floor or ctx.series.base, result["files"])
+    result["git_output"] = (proc.stdout + proc.stderr).strip().splitlines()[-8:]
+    raise Conflict(result, tree)
+
+
+# ---------------------------------------------------------------------------
+# The series
+
+
+def _describe(result: dict) -> str:
+    status = result["status"]
+    text = {
+        "applied": "applied",
+        "applied-offsets": "applied with offsets",
+        "applied-3way": "applied by 3-way merge",
+        "resolved": "applied after manual resolution",
+        "already-upstream": "already upstream, skipped",
+        "excluded": "hunks excluded (partial tree), skipped",
+        "conflict": "CONFLICT",
+    }[status]
+    if status == "applied-offsets":
+        parts = [
+            f"{Path(f).name} {','.join(f'{o:+d}' for o in offs if o is not None)}"
+            for f, offs in result["offsets"].items()
+        ]
+        text += f" ({'; '.join(parts)})"
+    if result.get("excluded") and status != "excluded":
+        text += f"; excluded (not in this partial tree): {', '.join(result['excluded'])}"
+    elif status == "excluded":
+        text += f": {', '.join(result['excluded'])}"
+    if status == "conflict":
+        text += f" in {', '.join(result['files'])}"
+    return text
+
+
+def _new_state(ctx: Context, orig_head: Optional[str], orig_branch: Optional[str], op: str) -> dict:
+    version = ctx.upstream.version
+    return {
+        "op": op,
+        "status": "running",
+        "ref": ctx.upstream.ref,
+        "version": version,
+        "source": ctx.upstream.source,
+        "source_detail": ctx.upstream.detail,
+        "coverage": list(ctx.upstream.coverage) if ctx.upstream.coverage else None,
+        "base": ctx.upstream.commit,
+        "branch": ctx.branch,
+        "digest": ctx.series.digest(version),
+        "orig_head": orig_head,
+        "orig_branch": orig_branch,
+        "entries": [
+            {"name": e.name, "file": str(p), "variant": floor}
+            for e, p, floor in ctx.series.selected(version)
+        ],
+        "next": 0,
+        "results": [],
+    }
+
+
+def _current_branch(tree: Path) -> Optional[str]:
+    proc = gitlib.run(["symbolic-ref", "--quiet", "--short", "HEAD"], tree, check=False)
+    name = proc.stdout.strip()
+    # An unborn branch (a fresh tree) is no place to return to.
+    return name if name and gitlib.rev_parse(tree, f"refs/heads/{name}") else None
+
+
+def _precheck(ctx: Context, force: bool) -> Optional[dict]:
+    """Refuse unsafe starts; returns the previous record when the tree is up to date."""
+    tree = ctx.tree
+    state = load_state(tree)
+    if state and state["status"] == "conflict":
+        raise ApplyError(
+            f"{tree}: a series {state['op']} stopped on a conflict in "
+            f"{state['results'][-1]['name']}; resolve it and run `make rebase-continue "
+            f"SGLANG_REF={state['ref']}`, or `make rebase-abort SGLANG_REF={state['ref']}`"
+        )
+    if state is None and gitlib.am_in_progress(tree):
+        raise ApplyError(f"{tree}: a `git am` not started by this tool is in progress; finish it first")
+    dirty = gitlib.is_dirty(tree)
+    if dirty and not (state and state["status"] == "running"):
+        shown = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
+        raise ApplyError(
+            f"{tree} has uncommitted changes ({shown}); commit or stash them first "
+            "(nothing was changed)"
+        )
+    record = load_record(tree)
+    head = gitlib.rev_parse(tree, f"refs/heads/{ctx.branch}")
+    version = ctx.upstream.version
+    if (
+        record
+        and state is None
+        and head == record.get("head")
+        and record.get("base") == ctx.upstream.commit
+        and record.get("digest") == ctx.series.digest(version)
+    ):
+        return record
+    if head and not force and state is None:
+        if record is None and head != ctx.upstream.commit:
+            raise ApplyError(
+                f"branch {ctx.branch} already exists in {tree} and was not made by this tool; "
+                "rename it, or pass FORCE=1 to replace it"
+            )
+        if record is not None and head != record.get("head"):
+            raise ApplyError(
+                f"branch {ctx.branch} in {tree} has commits that are not in patches/ "
+                f"(head {head[:12]}, last applied {record.get('head', '?')[:12]}); export them "
+                f"with `make refresh SGLANG_REF={ctx.upstream.ref}` or pass FORCE=1 to discard them"
+            )
+    return None
+
+
+def validate_patches(ctx: Context) -> None:
+    """Parse every selected patch before the tree is touched."""
+    for entry, path, _ in ctx.series.selected(ctx.upstream.version):
+        try:
+            gitlib.parse_patch(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApplyError(
+                f"patch {path} ({entry.name}) is corrupt: {exc}. Nothing was applied; "
+                "restore it from git (`git checkout -- patches/`) or re-export it"
+            ) from exc
+
+
+def run_series(ctx: Context, *, op: str = "apply", force: bool = False) -> dict:
+    """Apply the whole series; returns the record. Raises Conflict or ApplyError."""
+    tree = ctx.tree
+    validate_patches(ctx)
+    with FileLock(state_dir(tree) / "lock", f"the tree {tree}"):
+        done = _precheck(ctx, force)
+        if done is not None:
+            say(ctx.quiet, f"{ctx.branch}: up to date ({len(done['results'])} patches, head {done['head'][:12]})")
+            return done
+        state = load_state(tree)
+        if state and state["status"] == "running":
+            say(ctx.quiet, "recovering from an interrupted run: starting the series again")
+            if gitlib.am_in_progress(tree):
+                gitlib.run(["am", "--abort"], tree, check=False)
+            orig_head, orig_branch = state["orig_head"], state["orig_branch"]
+        else:
+            orig_head = gitlib.rev_parse(tree, f"refs/heads/{ctx.branch}")
+            orig_branch = _current_branch(tree)
+        gitlib.run(["update-ref", UPSTREAM_REF, ctx.upstream.commit], tree)
+        gitlib.run(["checkout", "--quiet", "--force", "-B", ctx.branch, ctx.upstream.commit], tree)
+        state = _new_state(ctx, orig_head, orig_branch, op)
+        _write_json(state_dir(tree) / "state.json", state)
+        say(ctx.quiet, _banner(ctx))
+        return _continue_from(ctx, state)
+
+
+def _banner(ctx: Context) -> str:
+    up = ctx.upstream
+    lines = [f"upstream {up.ref} ({up.source}: {up.detail}) at {up.commit[:12]}"]
+    if up.partial:
+        lines.append(
+            f"note: partial tree (only {', '.join(up.coverage)}): hunks outside it are "
+            "excluded and listed"
+        )
+    lines.append(f"branch {ctx.branch} in {ctx.tree}")
+    return "\n".join(lines)
+
+
+def _continue_from(ctx: Context, state: dict) -> dict:
+    tree = ctx.tree
+    total = len(state["entries"])
+    while state["next"] < total:
+        entry = state["entries"][state["next"]]
+        path = Path(entry["file"])
+        if not path.is_absolute():
+            path = ctx.series.root / path
+        prefix = f"[{state['next'] + 1}/{total}] {entry['name']}"
+        try:
+            result = apply_one(ctx, entry["name"], path, entry["variant"])
+        except Conflict as exc:
+            state["status"] = "conflict"
+            state["results"].append(exc.result)
+            _write_json(state_dir(tree) / "state.json", state)
+            report.write(state_dir(tree), state)
+            say(ctx.quiet, f"{prefix}: {_describe(exc.result)}")
+            raise
+        if result["status"] in APPLIED:
+            result["commit"] = gitlib.out(["rev-parse", "HEAD"], tree)
+        state["results"].append(result)
+        state["next"] += 1
+        _write_json(state_dir(tree) / "state.json", state)
+        say(ctx.quiet, f"{prefix}: {_describe(result)}")
+    return _finish(ctx, state)
+
+
+def _finish(ctx: Context, state: dict) -> dict:
+    tree = ctx.tree
+    state["status"] = "ok"
+    state["head"] = gitlib.out(["rev-parse", "HEAD"], tree)
+    record = {k: v for k, v in state.items() if k not in ("next", "orig_head", "orig_branch")}
+    _write_json(state_dir(tree) / "record.json", record)
+    (state_dir(tree) / "state.json").unlink(missing_ok=True)
+    report.write(state_dir(tree), record)
+    say(ctx.quiet, report.summary_line(record))
+    return record
+
+
+def continue_series(ctx: Context) -> dict:
+    """Resume after the user resolved a conflict (`git add` done)."""
+    tree = ctx.tree
+    with FileLock(state_dir(tree) / "lock", f"the tree {tree}"):
+        state = load_state(tree)
+        if not state or state["status"] != "conflict":
+            raise ApplyError(f"{tree}: no stopped series operation to continue")
+        if gitlib.am_in_progress(tree):
+            unresolved = gitlib.conflicted_files(tree)
+            if unresolved:
+                raise ApplyError(
+                    f"still unresolved: {', '.join(unresolved)}; edit them, `git add` them, "
+                    "then continue again"
+                )
+            proc = gitlib.run(["am", "--continue"], tree, check=False)
+            if proc.returncode != 0:
+                raise ApplyError(
+                    "git am --continue failed (did you `git add` the resolved files?):\n"
+                    + (proc.stdout + proc.stderr).strip()
+                )
+        last = state["results"][-1]
+        last["status"] = "resolved"
+        last["commit"] = gitlib.out(["rev-parse", "HEAD"], tree)
+        state["next"] += 1
+        state["status"] = "running"
+        _write_json(state_dir(tree) / "state.json", state)
+        say(ctx.quiet, f"{last['name']}: resolved, continuing")
+        return _continue_from(ctx, state)
+
+
+def abort_series(tree: Path) -> dict:
+    """Roll back a stopped operation: the branch returns to where it was."""
+    with FileLock(state_dir(tree) / "lock", f"the tree {tree}"):
+        state = load_state(tree)
+        if not state:
+            raise ApplyError(f"{tree}: no series operation in progress")
+        if gitlib.am_in_progress(tree):
+            gitlib.run(["am", "--abort"], tree, check=False)
+        branch = state["branch"]
+        if state["orig_head"]:
+            gitlib.run(["checkout", "--quiet", "--force", "-B", branch, state["orig_head"]], tree)
+        if state["orig_branch"] and state["orig_branch"] != branch:
+            gitlib.run(["checkout", "--quiet", "--force", state["orig_branch"]], tree)
+            if not state["orig_head"]:
+                gitlib.run(["branch", "-D", branch], tree, check=False)
+        elif not state["orig_head"]:
+            gitlib.run(["checkout", "--quiet", "--force", "--detach", state["base"]], tree)
+            gitlib.run(["branch", "-D", branch], tree, check=False)
+        (state_dir(tree) / "state.json").unlink(missing_ok=True)
+        return state

@@ -1,0 +1,286 @@
+"""Command-line entry points; each Makefile target calls one command here.
+
+    petit-series apply           [--ref R] [--source S] [--dir D] [--force]
+    petit-series refresh         [--ref R] [--dir D] [--check] [--new-variant]
+    petit-series rebase          --ref R [--source S] [--dir D]
+    petit-series rebase-continue [--ref R] [--source S] [--dir D]
+    petit-series rebase-abort    [--ref R] [--source S] [--dir D]
+    petit-series matrix          [--refs R ...] [--source S] [--jobs N]
+    petit-series bench
+
+Exit status: 0 done, 1 error (nothing lost), 2 usage, 3 stopped on a conflict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+from . import apply, matrix, refresh, series, upstream, versions
+from .locking import LockedError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT = 1, 2, 3
+
+
+def build_dir() -> Path:
+    return Path(os.environ.get("PETIT_BUILD_DIR", ROOT / "build")).resolve()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PETIT_CACHE_DIR", build_dir() / "cache")).resolve()
+
+
+def _env(name: str) -> Optional[str]:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def common(parser: argparse.ArgumentParser, ref: bool = True) -> None:
+    if ref:
+        parser.add_argument("--ref", default=_env("SGLANG_REF"), help="tag, branch or commit")
+    parser.add_argument(
+        "--source",
+        default=_env("SGLANG_SOURCE") or "auto",
+        help="auto | git | pypi | <path to a local checkout>",
+    )
+    parser.add_argument("--dir", default=_env("SGLANG_DIR"), help="work tree (default build/sglang/<ref>)")
+    parser.add_argument("--repo", default=_env("SGLANG_REPO") or upstream.DEFAULT_REPO)
+    parser.add_argument("--patches", default=str(ROOT / "patches"))
+
+
+def tree_for(args, up: Optional[upstream.Upstream] = None) -> Path:
+    if args.source not in upstream.SOURCES:
+        return Path(args.source).resolve()
+    if args.dir:
+        return Path(args.dir).resolve()
+    ref = up.ref if up else args.ref
+    if not ref:
+        raise apply.ApplyError("name the tree: SGLANG_REF=<ref> (or SGLANG_DIR=<dir>)")
+    return build_dir() / "sglang" / versions.safe_ref_name(ref)
+
+
+def _publish(tree: Path, ref: str) -> None:
+    """Copy the tree's report to build/reports/<ref>.{json,md}."""
+    src = apply.state_dir(tree)
+    dest = build_dir() / "reports"
+    dest.mkdir(parents=True, exist_ok=True)
+    for ext in ("json", "md"):
+        if (src / f"report.{ext}").exists():
+            shutil.copyfile(src / f"report.{ext}", dest / f"{versions.safe_ref_name(ref)}.{ext}")
+
+
+def _context(args, up: upstream.Upstream, cache: upstream.Cache) -> apply.Context:
+    tree = upstream.prepare_tree(up, tree_for(args, up))
+    return apply.Context(
+        tree=tree,
+        upstream=up,
+        series=series.load(Path(args.patches)),
+        provide_base=upstream.base_provider(cache, up, args.repo),
+        explain=upstream.history_explainer(cache, up, args.repo),
+    )
+
+
+def _run_apply(args, op: str) -> int:
+    cache = upstream.Cache(cache_dir())
+    patches = series.load(Path(args.patches))  # validate before any download
+    up = upstream.resolve(cache, args.ref, args.source, args.repo)
+    ctx = _context(args, up, cache)
+    ctx.series = patches
+    try:
+        record = apply.run_series(ctx, op=op, force=getattr(args, "force", False))
+    except apply.Conflict as exc:
+        _publish(ctx.tree, up.ref)
+        print(
+            f"\nstopped: {exc.result['name']} conflicts. Report: "
+            f"{build_dir() / 'reports' / versions.safe_ref_name(up.ref)}.md\n"
+            f"Resolve in {ctx.tree}, `git add` the files, then "
+            f"`make rebase-continue SGLANG_REF={up.ref}` (or `make rebase-abort SGLANG_REF={up.ref}`)."
+        )
+        return EXIT_CONFLICT
+    _publish(ctx.tree, up.ref)
+    if op == "rebase":
+        return _export_after_rebase(ctx, record)
+    return 0
+
+
+def _export_after_rebase(ctx: apply.Context, record: dict) -> int:
+    changed = refresh.refresh(ctx.tree, ctx.series, new_variant=True)
+    _sync_record(ctx.tree, Path(ctx.series.root))
+    print(
+        "rebase done; patches/ "
+        + (f"updated: {', '.join(changed)}" if changed else "unchanged")
+        + ("\nrun `make matrix` to check the other releases" if changed else "")
+    )
+    return 0
+
+
+def _sync_record(tree: Path, patches: Path) -> None:
+    """After an export the tree matches the new patch files: record that."""
+    record = apply.load_record(tree)
+    if record is None:
+        return
+    record["digest"] = series.load(patches).digest(record.get("version"))
+    apply._write_json(apply.state_dir(tree) / "record.json", record)
+
+
+def cmd_apply(args) -> int:
+    return _run_apply(args, "apply")
+
+
+def cmd_rebase(args) -> int:
+    if not args.ref:
+        raise apply.ApplyError("rebase needs the new ref: SGLANG_REF=<tag or branch>")
+    return _run_apply(args, "rebase")
+
+
+def _existing_tree(args) -> Path:
+    tree = tree_for(args)
+    if not (tree / ".git").exists() and not (tree.is_dir() and apply.gitlib.ok(["rev-parse"], tree)):
+        raise apply.ApplyError(f"{tree} is not a tree made by `make apply`")
+    return tree
+
+
+def _resume_context(args, tree: Path) -> apply.Context:
+    state = apply.load_state(tree)
+    if state is None:
+        raise apply.ApplyError(f"{tree}: no series operation in progress")
+    up = upstream.Upstream(
+        ref=state["ref"],
+        commit=state["base"],
+        version=state["version"],
+        source=state["source"],
+        repo=tree,
+        coverage=tuple(state["coverage"]) if state["coverage"] else None,
+        detail=state.get("source_detail", ""),
+    )
+    cache = upstream.Cache(cache_dir())
+    return apply.Context(
+        tree=tree,
+        upstream=up,
+        series=series.load(Path(args.patches)),
+        provide_base=upstream.base_provider(cache, up, args.repo),
+        explain=upstream.history_explainer(cache, up, args.repo),
+    )
+
+
+def cmd_rebase_continue(args) -> int:
+    tree = _existing_tree(args)
+    ctx = _resume_context(args, tree)
+    op = apply.load_state(tree)["op"]
+    try:
+        record = apply.continue_series(ctx)
+    except apply.Conflict as exc:
+        _publish(tree, ctx.upstream.ref)
+        print(f"\nstopped again: {exc.result['name']} conflicts; resolve, then continue again")
+        return EXIT_CONFLICT
+    _publish(tree, ctx.upstream.ref)
+    if op == "rebase":
+        return _export_after_rebase(ctx, record)
+    return 0
+
+
+def cmd_rebase_abort(args) -> int:
+    tree = _existing_tree(args)
+    state = apply.abort_series(tree)
+    print(f"aborted the {state['op']} on {state['ref']}: {tree} is back where it was")
+    return 0
+
+
+def cmd_refresh(args) -> int:
+    tree = _existing_tree(args)
+    patches = series.load(Path(args.patches))
+    changed = refresh.refresh(tree, patches, new_variant=args.new_variant, check=args.check)
+    if args.check:
+        if changed:
+            print("refresh would change: " + ", ".join(changed))
+            return EXIT_ERROR
+        print("patches/ is up to date with the tree")
+        return 0
+    _sync_record(tree, Path(args.patches))
+    print("refreshed: " + (", ".join(changed) if changed else "nothing changed"))
+    return 0
+
+
+def cmd_matrix(args) -> int:
+    refs = args.refs or (_env("REFS") or "").split() or None
+    results = matrix.run(
+        refs=refs,
+        source=args.source,
+        repo=args.repo,
+        patches=Path(args.patches),
+        build=build_dir(),
+        cache=upstream.Cache(cache_dir()),
+        jobs=args.jobs,
+    )
+    failed = [r["ref"] for r in results if not r["ok"]]
+    print(f"matrix: {len(results) - len(failed)}/{len(results)} ok -> {build_dir() / 'matrix.md'}")
+    if failed:
+        print("failed: " + ", ".join(failed))
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.main(patches=Path(args.patches), build=build_dir(), refs=args.refs)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="petit-series", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("apply", help="apply the series onto an upstream tree")
+    common(s)
+    s.add_argument("--force", action="store_true", default=_env("FORCE") == "1")
+    s.set_defaults(func=cmd_apply)
+    s = sub.add_parser("rebase", help="move the series onto a new ref and export it")
+    common(s)
+    s.set_defaults(func=cmd_rebase)
+    for name, func in (("rebase-continue", cmd_rebase_continue), ("rebase-abort", cmd_rebase_abort)):
+        s = sub.add_parser(name, help=f"{name.split('-')[1]} a stopped apply or rebase")
+        common(s)
+        s.set_defaults(func=func)
+    s = sub.add_parser("refresh", help="export the tree's branch back to patches/")
+    common(s)
+    s.add_argument("--check", action="store_true", help="write nothing; fail if it would change")
+    s.add_argument("--new-variant", action="store_true", help="write changed variants as new ones")
+    s.set_defaults(func=cmd_refresh)
+    s = sub.add_parser("matrix", help="apply the series on every supported release")
+    common(s, ref=False)
+    s.add_argument("--refs", nargs="*", default=None)
+    s.add_argument("--jobs", type=int, default=int(_env("JOBS") or 2))
+    s.set_defaults(func=cmd_matrix)
+    s = sub.add_parser("bench", help="time a cold and a warm matrix")
+    common(s, ref=False)
+    s.add_argument("--refs", nargs="*", default=None)
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (
+        apply.ApplyError,
+        series.SeriesError,
+        upstream.UpstreamError,
+        LockedError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except apply.gitlib.GitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to recover", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Apply the series on many releases and tabulate the outcome.
+
+Trees live in `<build>/matrix/<ref>/`, apart from the users' `build/sglang/`
+trees. Results go to `<build>/matrix.json` (a list of objects with `ref`, `ok`
+and per-patch status) and `<build>/matrix.md`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import apply, pypi, series, upstream, versions
+
+SYMBOL = {
+    "applied": "ok",
+    "applied-offsets": "ok (offset)",
+    "applied-3way": "3-way",
+    "resolved": "resolved",
+    "already-upstream": "upstream",
+    "excluded": "excluded",
+    "conflict": "**CONFLICT**",
+}
+
+
+def supported_refs(cache: upstream.Cache) -> list[str]:
+    index = cache.pypi_index()
+    return [versions.tag(v) for v in versions.supported(pypi.release_versions(index))]
+
+
+def _one(up: upstream.Upstream, cache: upstream.Cache, patches: Path, build: Path, repo: str) -> dict:
+    started = time.monotonic()
+    tree = build / "matrix" / versions.safe_ref_name(up.ref)
+    row = {"ref": up.ref, "version": up.version, "source": up.source, "base": up.commit}
+    try:
+        tree = upstream.prepare_tree(up, tree)
+        if apply.load_state(tree):
+            apply.abort_series(tree)
+        ctx = apply.Context(
+            tree=tree,
+            upstream=up,
+            series=series.load(patches),
+            provide_base=upstream.base_provider(cache, up, repo),
+            explain=upstream.history_explainer(cache, up, repo),
+            quiet=True,
+        )
+        record = apply.run_series(ctx, force=True)
+        row.update(ok=True, patches=_patch_rows(record["results"]), head=record["head"])
+    except apply.Conflict as exc:
+        state = apply.load_state(tree) or {"results": [exc.result]}
+        row.update(ok=False, patches=_patch_rows(state["results"]), error=f"{exc.result['name']} conflicts")
+        apply.abort_series(tree)
+    except Exception as exc:  # one bad release must not hide the others
+        row.update(ok=False, patches=[], error=str(exc))
+    row["seconds"] = round(time.monotonic() - started, 2)
+    return row
+
+
+def _patch_rows(results: list[dict]) -> list[dict]:
+    return [
+        {k: r.get(k) for k in ("name", "status", "variant", "excluded", "offsets") if r.get(k) is not None}
+        for r in results
+    ]
+
+
+def run(
+    *,
+    refs: Optional[list[str]],
+    source: str,
+    repo: str,
+    patches: Path,
+    build: Path,
+    cache: upstream.Cache,
+    jobs: int = 2,
+) -> list[dict]:
+    series.load(patches)  # fail early on a broken series
+    cache.ensure()
+    if not refs:
+        refs = supported_refs(cache)
+    if source == "auto":
+        try:
+            cache.remote_refs(repo, timeout=8)
+            source = "git"
+        except upstream.UpstreamError:
+            source = "pypi"
+    ups: list = []
+    for ref in refs:  # materialize sequentially (downloads, one cache lock)
+        try:
+            ups.append(upstream.resolve(cache, ref, source, repo))
+        except upstream.UpstreamError as exc:
+            ups.append({"ref": ref, "ok": False, "patches": [], "error": str(exc)})
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [
+            pool.submit(_one, up, cache, patches, build, repo) if isinstance(up, upstream.Upstream) else None
+            for up in ups
+        ]
+        rows = [f.result() if f else up for f, up in zip(futures, ups)]
+    for row in rows:
+        mark = "ok" if row["ok"] else "FAILED"
+        print(f"{row['ref']:>14}  {mark:6}  " + " ".join(SYMBOL.get(p["status"], p["status"]) for p in row["patches"]) + (f"  {row.get('error', '')}" if not row["ok"] else ""))
+    build.mkdir(parents=True, exist_ok=True)
+    (build / "matrix.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (build / "matrix.md").write_text(to_markdown(rows))
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    names: list[str] = []
+    for row in rows:
+        for p in row["patches"]:
+            if p["name"] not in names:
+                names.append(p["name"])
+    short = [n.split("-", 1)[0].rstrip("/") for n in names]
+    lines = [
+        "| release | ok | " + " | ".join(short) + " |",
+        "|---|---|" + "---|" * len(short),
+    ]
+    for row in rows:
+        by_name = {p["name"]: p for p in row["patches"]}
+        cells = []
+        for n in names:
+            p = by_name.get(n)
+            if p is None:
+                cells.append("")
+                continue
+            cell = SYMBOL.get(p["status"], p["status"])
+            if p.get("variant"):
+                cell += f" ({p['variant']})"
+            cells.append(cell)
+        ok = "yes" if row["ok"] else f"**no**: {row.get('error', '')}"
+        lines.append(f"| {row['ref']} | {ok} | " + " | ".join(cells) + " |")
+    legend = "\n".join(f"- `{s}`: {n}" for s, n in zip(short, names))
+    return "\n".join(lines) + "\n\nPatches:\n\n" + legend + "\n"

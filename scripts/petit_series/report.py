@@ -1,0 +1,68 @@
+"""Reports of a series run: JSON for machines, Markdown for people."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+
+def summary_line(record: dict) -> str:
+    counts = Counter(r["status"] for r in record["results"])
+    parts = [f"{n} {status}" for status, n in sorted(counts.items())]
+    verdict = "OK" if record["status"] == "ok" else record["status"].upper()
+    return f"{verdict}: {record['ref']}: " + ", ".join(parts)
+
+
+def to_markdown(record: dict) -> str:
+    lines = [
+        f"# Series on SGLang {record['ref']}: {record['status']}",
+        "",
+        f"- upstream: `{record['base'][:12]}` from {record['source']} ({record.get('source_detail', '')})",
+        f"- branch: `{record['branch']}`",
+    ]
+    if record.get("coverage"):
+        lines.append(
+            f"- partial tree: only `{'`, `'.join(record['coverage'])}` is present; "
+            "hunks outside it were excluded (listed below)"
+        )
+    lines += ["", "| # | patch | status | notes |", "|---|---|---|---|"]
+    for i, res in enumerate(record["results"], 1):
+        notes = []
+        if res.get("variant"):
+            notes.append(f"variant {res['variant']}")
+        if res.get("offsets"):
+            notes.append(
+                "offsets "
+                + "; ".join(f"`{f}` {offs}" for f, offs in res["offsets"].items())
+            )
+        if res.get("excluded"):
+            notes.append("excluded: " + ", ".join(f"`{p}`" for p in res["excluded"]))
+        if res.get("evidence"):
+            notes.append(res["evidence"])
+        if res.get("files") and res["status"] == "conflict":
+            notes.append("conflicted: " + ", ".join(f"`{p}`" for p in res["files"]))
+        lines.append(f"| {i} | `{res['name']}` | {res['status']} | {'<br>'.join(notes)} |")
+    conflicts = [r for r in record["results"] if r["status"] == "conflict"]
+    for res in conflicts:
+        lines += ["", f"## Conflict in `{res['name']}`", ""]
+        for hunk in res.get("hunks", []):
+            lines.append(f"- `{hunk['file']}` `{hunk['hunk']}`: {hunk['why']}")
+        if res.get("note"):
+            lines.append(f"- {res['note']}")
+        if res.get("upstream_changes"):
+            lines += ["", "Upstream changes to these files since the patch's base:", ""]
+            lines += [f"- {c}" for c in res["upstream_changes"]]
+        lines += [
+            "",
+            "To resolve: edit the conflicted files in the tree, `git add` them, then run "
+            f"`make rebase-continue SGLANG_REF={record['ref']}`; to roll back, "
+            f"`make rebase-abort SGLANG_REF={record['ref']}`.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write(directory: Path, record: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    (directory / "report.md").write_text(to_markdown(record))
