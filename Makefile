@@ -41,3 +41,7 @@ bench:
 ## test             the test suite (what CI runs)
 test:
 	bash scripts/run-tests.sh
+
+## lint             pre-commit (ruff, shellcheck, actionlint, hygiene), all hooks pinned from PyPI
+lint:
+	bash ci/lint.sh

@@ -2,9 +2,10 @@
 # `make test`: the whole test suite, as the README and CI run it.
 #
 #  1. the tooling and the CI scripts on small synthetic git repos (tests/tooling, tests/ci);
-#  2. the series on real SGLang releases from PyPI (oldest, a middle one, newest by
-#     default; TEST_REFS="v0.5.9 ..." to choose): apply, then a refresh that must
-#     change nothing;
+#  2. the series on real SGLang releases (oldest, a middle one and the newest from
+#     PyPI by default; TEST_REFS="v0.5.9 ..." to choose, or SGLANG_REF=<ref> for one
+#     ref from SGLANG_SOURCE, as the nightly job does): apply, then a refresh that
+#     must change nothing;
 #  3. the series' own tests (tests/series) in a CPU SGLang environment per release.
 #
 # Set TEST_SERIES=0 to skip step 3 (it builds a ~6 GiB torch environment once).
@@ -13,10 +14,17 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 TOOLS=build/venv/tools
-TEST_REFS=${TEST_REFS:-v0.5.9 v0.5.16 v0.5.23}
+DEFAULT_REFS="v0.5.9 v0.5.16 v0.5.23"
+if [ -n "${SGLANG_REF:-}" ]; then
+  TEST_REFS=${TEST_REFS:-$SGLANG_REF}
+  SOURCE=${SGLANG_SOURCE:-auto}
+else
+  TEST_REFS=${TEST_REFS:-$DEFAULT_REFS}
+  SOURCE=pypi
+fi
 TEST_SERIES=${TEST_SERIES:-1}
 
-if ! "$TOOLS/bin/python" -c "import pytest" 2>/dev/null; then
+if ! "$TOOLS/bin/python" -c "import pytest, yaml" 2>/dev/null; then
   echo "== creating $TOOLS"
   "$PYTHON" -m venv "$TOOLS"
   "$TOOLS/bin/pip" install --quiet -r scripts/requirements-tools.txt
@@ -27,15 +35,20 @@ echo "== 1. tooling and CI scripts"
 
 echo "== 2. the series on real releases: $TEST_REFS"
 for ref in $TEST_REFS; do
-  "$PYTHON" scripts/petit-series apply --ref "$ref" --source pypi
-  "$PYTHON" scripts/petit-series refresh --ref "$ref" --check
+  "$PYTHON" scripts/petit-series apply --ref "$ref" --source "$SOURCE"
+  "$PYTHON" scripts/petit-series refresh --ref "$ref" --check --source "$SOURCE"
 done
 
 if [ "$TEST_SERIES" = 1 ]; then
   echo "== 3. the series' tests in a CPU SGLang environment per release"
   for ref in $TEST_REFS; do
-    echo "-- $ref"
-    PYTHONPATH=scripts "$PYTHON" -m petit_series.harness test \
-      --version "${ref#v}" --tree "build/sglang/$ref"
+    # A branch such as main runs in the newest release's environment.
+    case "$ref" in v[0-9]*|[0-9]*) version=${ref#v} ;; *) version=${DEFAULT_REFS##*v} ;; esac
+    case "$SOURCE" in
+      auto|git|pypi) case "$ref" in [0-9]*) tree="build/sglang/v$ref" ;; *) tree="build/sglang/$ref" ;; esac ;;
+      *) tree=$SOURCE ;;
+    esac
+    echo "-- $ref (environment: sglang $version)"
+    PYTHONPATH=scripts "$PYTHON" -m petit_series.harness test --version "$version" --tree "$tree"
   done
 fi

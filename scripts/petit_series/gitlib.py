@@ -186,6 +186,28 @@ def exclude_args(paths: Iterable[str]) -> list[str]:
     return [f"--exclude={p}" for p in sorted(set(paths))]
 
 
+def cone_patterns(dirs: Iterable[str]) -> str:
+    """`info/sparse-checkout` content (cone mode) holding the files directly inside
+    each of `dirs` and inside their parents, no subdirectories."""
+    wanted: set[str] = set()
+    for d in dirs:
+        parts = [p for p in d.strip("/").split("/") if p]
+        wanted.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    lines = ["/*", "!/*/"]
+    for d in sorted(wanted):
+        lines += [f"/{d}/", f"!/{d}/*/"]
+    return "\n".join(lines) + "\n"
+
+
+def set_sparse(cwd: Path, dirs: Iterable[str]) -> None:
+    """Limit the work tree to `dirs` (takes effect at the next checkout)."""
+    run(["config", "core.sparseCheckout", "true"], cwd)
+    run(["config", "core.sparseCheckoutCone", "true"], cwd)
+    path = git_dir_of(cwd) / "info" / "sparse-checkout"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cone_patterns(dirs))
+
+
 def format_patch(cwd: Path, commit: str) -> str:
     """Deterministic single-commit export of `commit`."""
     return run(["format-patch", *FORMAT_PATCH_FLAGS, "-1", commit], cwd).stdout

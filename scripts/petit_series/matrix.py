@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional
 
-from . import apply, pypi, series, upstream, versions
+from . import apply, gitlib, pypi, series, upstream, versions
 
 SYMBOL = {
     "applied": "ok",
@@ -47,6 +48,9 @@ def _one(up: upstream.Upstream, cache: upstream.Cache, patches: Path, build: Pat
             explain=upstream.history_explainer(cache, up, repo),
             quiet=True,
         )
+        # A matrix tree only proves that the series applies: check out just the
+        # directories the patches touch (the same git am path, a fraction of the I/O).
+        gitlib.set_sparse(tree, _touched_dirs(ctx))
         record = apply.run_series(ctx, force=True)
         row.update(ok=True, patches=_patch_rows(record["results"]), head=record["head"])
     except apply.Conflict as exc:
@@ -57,6 +61,14 @@ def _one(up: upstream.Upstream, cache: upstream.Cache, patches: Path, build: Pat
         row.update(ok=False, patches=[], error=str(exc))
     row["seconds"] = round(time.monotonic() - started, 2)
     return row
+
+
+def _touched_dirs(ctx: apply.Context) -> set[str]:
+    dirs = set()
+    for _, path, _ in ctx.series.selected(ctx.upstream.version):
+        for fp in gitlib.parse_patch(path.read_text()).files:
+            dirs.update(os.path.dirname(p) for p in fp.paths)
+    return dirs
 
 
 def _patch_rows(results: list[dict]) -> list[dict]:

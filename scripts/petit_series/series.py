@@ -69,6 +69,7 @@ class Series:
 
 def load(root: Path) -> Series:
     """Read and validate `root/series` against the files in `root`."""
+    root = root.resolve()
     series_file = root / "series"
     if not series_file.is_file():
         raise SeriesError(f"{series_file} is missing")
