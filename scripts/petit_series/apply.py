@@ -359,7 +359,8 @@ def _continue_from(ctx: Context, state: dict) -> dict:
         path = Path(entry["file"])
         if not path.is_absolute():
             path = ctx.series.root / path
-        prefix = f"[{state['next'] + 1}/{total}] {entry['name']}"
+        shown = entry["name"] + (f"{entry['variant']}.patch" if entry["variant"] else "")
+        prefix = f"[{state['next'] + 1}/{total}] {shown}"
         try:
             result = apply_one(ctx, entry["name"], path, entry["variant"])
         except Conflict as exc:

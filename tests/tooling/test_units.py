@@ -1,0 +1,155 @@
+"""The pure helpers: versions, patch parsing, hunk offsets, sparse cones, unpacking."""
+
+from __future__ import annotations
+
+import errno
+import io
+import sys
+import tarfile
+
+import pytest
+
+from .conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from petit_series import gitlib, pypi, versions  # noqa: E402
+
+PATCH = """From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
+From: Dev <dev@example.com>
+Date: Thu, 1 Jan 2026 00:00:00 +0000
+Subject: [PATCH] quantization: register
+ petit_mxfp4
+
+Body.
+
+diff --git a/pkg/methods.py b/pkg/methods.py
+index 1111111111111111111111111111111111111111..2222222222222222222222222222222222222222 100644
+--- a/pkg/methods.py
++++ b/pkg/methods.py
+@@ -2,3 +2,4 @@ METHODS = [
+     "a",
+     "b",
++    "c",
+     "d",
+diff --git a/pkg/new.py b/pkg/new.py
+new file mode 100644
+index 0000000000000000000000000000000000000000..3333333333333333333333333333333333333333
+--- /dev/null
++++ b/pkg/new.py
+@@ -0,0 +1 @@
++x = 1
+"""
+
+
+def test_versions_order_and_support():
+    order = ["0.5.10rc0", "0.5.9", "0.5.10.post1", "0.5.10", "0.5.23", "0.5.12"]
+    assert versions.sort(order) == ["0.5.9", "0.5.10rc0", "0.5.10", "0.5.10.post1", "0.5.12", "0.5.23"]
+    assert versions.supported(order + ["0.5.8"]) == ["0.5.9", "0.5.10", "0.5.10.post1", "0.5.12", "0.5.23"]
+    assert versions.normalize("v0.5.9") == "0.5.9" and versions.tag("0.5.9") == "v0.5.9"
+    assert not versions.is_version("main") and versions.safe_ref_name("feature/x") == "feature_x"
+
+
+def test_variant_floor_selection():
+    floors = ["0.5.9", "0.5.13", "0.5.16", "0.5.20"]
+    assert versions.select_floor("0.5.9", floors) == "0.5.9"
+    assert versions.select_floor("0.5.12.post1", floors) == "0.5.9"
+    assert versions.select_floor("0.5.13", floors) == "0.5.13"
+    assert versions.select_floor("0.5.15.post1", floors) == "0.5.13"
+    assert versions.select_floor("0.5.23", floors) == "0.5.20"
+    assert versions.select_floor(None, floors) == "0.5.20"  # a branch: newest
+    assert versions.select_floor("0.5.8", floors) is None
+
+
+def test_suggest_near_matches():
+    assert versions.suggest("v0.5.91", ["0.5.9", "0.5.19", "0.4.0"])[0] in ("0.5.9", "0.5.19")
+
+
+def test_parse_patch_fields_and_hunks():
+    mail = gitlib.parse_patch(PATCH)
+    assert mail.subject == "[PATCH] quantization: register petit_mxfp4"
+    assert [f.path for f in mail.files] == ["pkg/methods.py", "pkg/new.py"]
+    methods, new = mail.files
+    assert methods.old_oid == "1" * 40 and new.old_path is None
+    (hunk,) = methods.hunks
+    assert hunk.old_start == 2 and hunk.old_lines == ('    "a",', '    "b",', '    "d",')
+
+
+@pytest.mark.parametrize(
+    "mangle, message",
+    [
+        (lambda t: t.replace('+    "c",\n', ""), "unexpected line"),
+        (lambda t: t.replace("Subject:", "Subjekt:"), "Subject"),
+        (lambda t: t.split("diff --git")[0], "no diff"),
+        (lambda t: t.replace('     "d",\n', "", 1), "unexpected line"),
+    ],
+)
+def test_parse_patch_rejects_corruption(mangle, message):
+    with pytest.raises(ValueError, match=message):
+        gitlib.parse_patch(mangle(PATCH))
+
+
+def test_hunk_offsets_exact_only():
+    fp = gitlib.parse_patch(PATCH).files[0]
+    base = 'METHODS = [\n    "a",\n    "b",\n    "d",\n]\n'
+    assert gitlib.hunk_offsets(base, fp) == [0]
+    assert gitlib.hunk_offsets("# x\n# y\n" + base, fp) == [2]
+    # A changed context line is not found (no fuzz).
+    assert gitlib.hunk_offsets(base.replace('"b"', '"bb"'), fp) == [None]
+
+
+def test_cone_patterns_hold_direct_files_only():
+    text = gitlib.cone_patterns(["python/sglang/srt", "python"])
+    assert text.splitlines() == [
+        "/*", "!/*/",
+        "/python/", "!/python/*/",
+        "/python/sglang/", "!/python/sglang/*/",
+        "/python/sglang/srt/", "!/python/sglang/srt/*/",
+    ]
+
+
+def test_munge_subject():
+    assert gitlib.munge_subject("[PATCH] quantization: add petit.py shim") == "quantization-add-petit-py-shim"
+
+
+def _sdist(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in [
+            ("sglang-1.0/sglang/a.py", b"a"),
+            ("sglang-1.0/PKG-INFO", b"x"),
+            ("sglang-1.0/sglang.egg-info/SOURCES.txt", b"x"),
+            ("sglang-1.0/pyproject.toml", b"[project]"),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path = tmp_path / "sglang-1.0.tar.gz"
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_unpack_sdist_into_upstream_layout(tmp_path):
+    dest = tmp_path / "out"
+    assert pypi.unpack(_sdist(tmp_path), "sdist", dest) == 2
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == [
+        "python/pyproject.toml",
+        "python/sglang/a.py",
+    ]
+
+
+def test_full_disk_while_unpacking_keeps_nothing(tmp_path, monkeypatch):
+    def full(path, data, executable):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pypi, "_write", full)
+    dest = tmp_path / "out"
+    with pytest.raises(pypi.PypiError, match="disk full"):
+        pypi.unpack(_sdist(tmp_path), "sdist", dest)
+    assert not dest.exists()
+
+
+def test_unsafe_archive_paths_are_refused():
+    with pytest.raises(pypi.PypiError, match="unsafe"):
+        pypi._safe_rel("sglang/../../etc/passwd")
