@@ -49,9 +49,10 @@ def test_lint(trap):
 
 
 def test_style_patched(trap):
-    out = dry(trap, "ci/style_patched.sh", "--apply", extra_env={"SGLANG_REF": "v0.5.23"})
-    assert "+ make apply SGLANG_REF=v0.5.23" in out
-    assert "git -C build/sglang/v0.5.23 diff --name-only --diff-filter=AM refs/petit/upstream..HEAD" in out
+    # A ref with no tree yet (a developer's build/ may hold real ones).
+    out = dry(trap, "ci/style_patched.sh", "--apply", extra_env={"SGLANG_REF": "v9.9.9"})
+    assert "+ make apply SGLANG_REF=v9.9.9" in out
+    assert "git -C build/sglang/v9.9.9 diff --name-only --diff-filter=AM refs/petit/upstream..HEAD" in out
     assert "+ isort --check-only --diff" in out
     assert "+ black --check --diff" in out
     assert "+ codespell --toml python/pyproject.toml" in out
@@ -67,7 +68,6 @@ def test_style_patched_explicit_base(trap):
 def test_run_tests(trap):
     out = dry(trap, "ci/run_tests.sh")
     assert "+ make test" in out
-    assert "+ python3 -m pytest -q tests/ci" in out
 
 
 def test_check_refresh(trap):
