@@ -5,7 +5,7 @@ PYTHON ?= python3
 SERIES := $(PYTHON) scripts/petit-series
 export SGLANG_REF SGLANG_SOURCE SGLANG_DIR SGLANG_REPO REFS FORCE
 
-.PHONY: apply refresh rebase rebase-continue rebase-abort matrix bench test lint help
+.PHONY: apply refresh rebase rebase-continue rebase-abort matrix bench test lint pr help
 
 help:
 	@sed -n 's/^## //p' Makefile
@@ -45,3 +45,8 @@ test:
 ## lint             pre-commit (ruff, shellcheck, actionlint, hygiene), all hooks pinned from PyPI
 lint:
 	bash ci/lint.sh
+
+## pr               upstream PR from the series on SGLANG_REF (default main): branch, style, tests, build/pr/PR_BODY.md;
+##                  SQUASH=1 TESTS=0 STYLE=0 PR_BRANCH= PR_TITLE= PR_AUTHOR=; PUSH=1 SGLANG_FORK=<fork> pushes and runs gh
+pr:
+	$(SERIES) pr

@@ -7,6 +7,7 @@
     petit-series rebase-abort    [--ref R] [--source S] [--dir D]
     petit-series matrix          [--refs R ...] [--source S] [--jobs N]
     petit-series bench
+    petit-series pr              [--ref R (default main)] [--source S] [--dir D]  (see pr.py)
 
 Exit status: 0 done, 1 error (nothing lost), 2 usage, 3 stopped on a conflict.
 """
@@ -231,6 +232,23 @@ def cmd_bench(args) -> int:
     return bench.main(patches=Path(args.patches), build=build_dir(), refs=args.refs)
 
 
+def cmd_pr(args) -> int:
+    from . import pr
+
+    if not args.ref and args.source in upstream.SOURCES:
+        args.ref = "main"  # a PR targets upstream's main unless told otherwise
+    rc = _run_apply(args, "apply")
+    if rc != 0:
+        return rc
+    return pr.prepare(
+        pr.Options.from_env(force=args.force),
+        tree=tree_for(args),
+        build=build_dir(),
+        cache=upstream.Cache(cache_dir()),
+        patches_dir=Path(args.patches),
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="petit-series", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -259,6 +277,10 @@ def parser() -> argparse.ArgumentParser:
     common(s, ref=False)
     s.add_argument("--refs", nargs="*", default=None)
     s.set_defaults(func=cmd_bench)
+    s = sub.add_parser("pr", help="prepare an upstream SGLang PR from the series (env: see pr.py)")
+    common(s)
+    s.add_argument("--force", action="store_true", default=_env("FORCE") == "1")
+    s.set_defaults(func=cmd_pr)
     return p
 
 
