@@ -404,6 +404,32 @@ def hunk_offsets(file_text: str, fp: FilePatch) -> list[Optional[int]]:
     return result
 
 
+def split_file_diffs(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """A patch's mail part and its per-file sections as (path, text), in order."""
+    head, *chunks = re.split(r"(?m)^(?=diff --git )", text)
+    sections = []
+    for chunk in chunks:
+        m = re.match(r"^diff --git \"?a/(.*?)\"? \"?b/(.*?)\"?$", chunk.split("\n", 1)[0])
+        if not m:
+            raise ValueError(f"malformed diff header: {chunk.splitlines()[0]!r}")
+        sections.append((m.group(2), chunk))
+    return head, sections
+
+
+def replace_file_diffs(new: str, old: str, paths: Iterable[str]) -> str:
+    """`new` with the sections for `paths` taken from `old` (git's path order)."""
+    wanted = set(paths)
+    head, new_sections = split_file_diffs(new)
+    _, old_sections = split_file_diffs(old)
+    kept = [s for s in new_sections if s[0] not in wanted]
+    carried = [s for s in old_sections if s[0] in wanted]
+    if carried and not kept:
+        return old
+    merged = sorted(kept + carried, key=lambda s: s[0].encode())
+    body = "".join(section if section.endswith("\n") else section + "\n" for _, section in merged)
+    return head + body
+
+
 def munge_subject(subject: str, limit: int = 60) -> str:
     """File-name friendly form of a commit subject."""
     text = re.sub(r"^\[PATCH[^\]]*\]\s*", "", subject)

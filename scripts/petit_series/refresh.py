@@ -75,20 +75,14 @@ def refresh(tree: Path, series: Series, *, new_variant: bool = False, check: boo
             target = series.root / name
         if target.exists() and same_result(tree, commit, target, excluded):
             continue
-        if result is not None and target.exists() and excluded:
-            raise ApplyError(
-                f"{result['name']} changed on a partial tree where hunks for "
-                f"{', '.join(excluded)} were excluded; exporting would lose them. "
-                "Refresh it from a full tree (SGLANG_SOURCE=git or a local checkout)."
-            )
-        if result is not None and not target.exists() and excluded:
-            raise ApplyError(
-                f"{result['name']}: cannot start a new variant from a partial tree "
-                f"({', '.join(excluded)} missing); use a full tree"
-            )
+        text = gitlib.format_patch(tree, commit)
+        if excluded:
+            # A partial tree lacks these files: carry their hunks over unchanged.
+            source = series.root / result["file"]
+            text = gitlib.replace_file_diffs(text, source.read_text(), excluded)
         changed.append(str(target.relative_to(series.root)))
         if not check:
-            target.write_text(gitlib.format_patch(tree, commit))
+            target.write_text(text)
     if new_names and not check:
         with (series.root / "series").open("a") as fh:
             for name in new_names:

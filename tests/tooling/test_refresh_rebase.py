@@ -120,3 +120,27 @@ def test_matrix_reports_every_release(cli):
     again = cli("matrix", "--source", "pypi", "--refs", "v0.5.9", "v0.5.15")
     assert json.loads((cli.build / "matrix.json").read_text())[1]["patches"] == rows[5]["patches"]
     assert "2/2 ok" in again.stdout
+
+
+def test_refresh_from_a_partial_tree_keeps_the_excluded_hunks(cli, tmp_path):
+    cli("apply", "--ref", "v0.5.9", "--source", "pypi")
+    tree = cli.tree("v0.5.9")
+    patch = cli.patches / "0004-test-add-petit-mxfp4-tests.patch"
+    # Edit the included part of the last patch (python/pyproject.toml).
+    (tree / "python" / "pyproject.toml").write_text(
+        (tree / "python" / "pyproject.toml").read_text().replace("# petit-kernel", "# petit-kernel>=0.0.3")
+    )
+    git(tree, "commit", "-q", "-a", "--amend", "--no-edit")
+    cli("refresh", "--ref", "v0.5.9")
+    text = patch.read_text()
+    assert "+# petit-kernel>=0.0.3" in text
+    assert "diff --git a/test/registered/test_petit_mxfp4.py b/test/registered/test_petit_mxfp4.py" in text
+    assert text.index("python/pyproject.toml") < text.index("test/registered/")
+    # The carried-over hunks still apply on a full tree, and a second refresh is a no-op.
+    full = cli("apply", "--ref", "v0.5.9", "--source", "git", "--dir", str(tmp_path / "full"))
+    assert full.returncode == 0
+    assert (tmp_path / "full" / "test" / "registered" / "test_petit_mxfp4.py").exists()
+    assert "0.0.3" in (tmp_path / "full" / "python" / "pyproject.toml").read_text()
+    before = patch.read_bytes()
+    cli("refresh", "--dir", str(tmp_path / "full"))
+    assert patch.read_bytes() == before

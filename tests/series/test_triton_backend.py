@@ -1,0 +1,295 @@
+"""The Triton backend of petit_mxfp4 (SGLANG_PETIT_MXFP4_BACKEND), on CPU.
+
+The kernel runs in Triton's interpreter (TRITON_INTERPRET=1, set only for the
+tests that need it; Triton reads it when a kernel is decorated, so the kernel
+module is re-imported around them). Triton 3.8's interpreter has two known
+gaps the backend works around or tolerates: ``tl.dot`` multiplies BF16
+operands as their raw uint16 bits (the kernel feeds it FP32 copies when
+interpreted: same exact products), and FP32 -> BF16 casts truncate instead of
+rounding to nearest (an error of up to 2^-8 relative, inside the suite's
+rtol = 1e-2 tolerance; see layer_cases).
+
+Reference: float32 ``x @ W.T (+ bias)`` with W decoded by the independent
+decoder in mxfp4_ref; tolerance from layer_cases.assert_matches.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+
+import pytest
+import torch
+
+import layer_cases as lc
+import mxfp4_ref as mx
+
+QUANT = "sglang.srt.layers.quantization"
+TRITON_MOD = f"{QUANT}.petit_mxfp4_triton"
+ENV = "SGLANG_PETIT_MXFP4_BACKEND"
+
+pytestmark = pytest.mark.petit_mxfp4
+
+
+def _pu():
+    return importlib.import_module(f"{QUANT}.petit_utils")
+
+
+def _fresh_triton_module():
+    sys.modules.pop(TRITON_MOD, None)
+    return importlib.import_module(TRITON_MOD)
+
+
+@pytest.fixture
+def interp(monkeypatch):
+    """The Triton kernel module, decorated under TRITON_INTERPRET=1."""
+    pytest.importorskip("triton")
+    if not sgl_has_triton_backend():
+        pytest.skip(f"{TRITON_MOD} not in this tree")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    mod = _fresh_triton_module()
+    yield mod
+    monkeypatch.delenv("TRITON_INTERPRET")
+    sys.modules.pop(TRITON_MOD, None)
+
+
+@pytest.fixture
+def triton_backend(interp, monkeypatch):
+    monkeypatch.setenv(ENV, "triton")
+    yield interp
+
+
+def sgl_has_triton_backend() -> bool:
+    return importlib.util.find_spec(TRITON_MOD) is not None
+
+
+@pytest.fixture
+def log_lines():
+    """Messages of the petit_utils logger (SGLang may not propagate to root)."""
+    pu = _pu()
+    pu._log_petit_mxfp4_backend.cache_clear()
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler = Collect(level=logging.INFO)
+    old_level = pu.logger.level
+    pu.logger.addHandler(handler)
+    pu.logger.setLevel(logging.INFO)
+    yield lines
+    pu.logger.removeHandler(handler)
+    pu.logger.setLevel(old_level)
+    pu._log_petit_mxfp4_backend.cache_clear()
+
+
+# ------------------------------------------------------------------ kernel
+
+
+@pytest.mark.parametrize("m", [1, 3, 17])
+@pytest.mark.parametrize("n,k", [(32, 256), (64, 512)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_kernel_matches_reference(interp, m, n, k, bias):
+    packed, scales = mx.random_mxfp4(n, k, seed=m + n + k, scale_range=(100, 140))
+    assert mx.count_negative_zeros(packed) > 0
+    x = lc.rand_x(m, k, seed=m)
+    b = (torch.randn(n) * 0.1).to(torch.bfloat16) if bias else None
+    out = interp.mxfp4_a16_matmul(x, packed, scales, b)
+    ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
+    if bias:
+        ref = ref + b.float()
+    lc.assert_matches(out, ref, f"kernel m={m} n={n} k={k} bias={bias}")
+
+
+def test_kernel_negative_zero_is_zero(interp):
+    packed, scales = mx.random_mxfp4(64, 256, seed=7, allow_negative_zero=False)
+    x = lc.rand_x(3, 256)
+    pos = interp.mxfp4_a16_matmul(x, packed, scales)
+    negz = mx.with_negative_zeros(packed)
+    assert mx.count_negative_zeros(negz) > 100
+    assert torch.equal(interp.mxfp4_a16_matmul(x, negz, scales), pos)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=32, GROUP_N=2),
+        dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_N=3),
+        dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=512, GROUP_N=1),
+    ],
+)
+def test_kernel_tiles_and_masks(interp, config):
+    """Several M and N tiles, partial tiles on both, every BLOCK_K."""
+    n, k, m = 80, 512, 40
+    packed, scales = mx.random_mxfp4(n, k, seed=11)
+    x = lc.rand_x(m, k, seed=5)
+    out = interp.mxfp4_a16_matmul(x, packed, scales, config=config)
+    ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
+    lc.assert_matches(out, ref, str(config))
+
+
+def test_kernel_empty_and_errors(interp):
+    packed, scales = mx.random_mxfp4(32, 256)
+    out = interp.mxfp4_a16_matmul(torch.empty(0, 256, dtype=torch.bfloat16), packed, scales)
+    assert out.shape == (0, 32) and out.dtype == torch.bfloat16
+    with pytest.raises(RuntimeError, match="BF16"):
+        interp.mxfp4_a16_matmul(torch.zeros(2, 256, dtype=torch.float16), packed, scales)
+    with pytest.raises(RuntimeError):
+        interp.mxfp4_a16_matmul(torch.zeros(2, 512, dtype=torch.bfloat16), packed, scales)
+
+
+# ------------------------------------------------------------------ layers
+
+
+@pytest.mark.parametrize("kind", ["replicated", "qkv", "merged", "row"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_layer_matches_reference(dist_tp1, triton_backend, kind, bias):
+    cfg = lc.petit_mxfp4_config()
+    assert cfg.backend == "triton"
+    case = lc.build(kind, cfg, bias=bias)
+    lc.finalize(case.layer)
+    # Prepared in place: the checkpoint layout is the kernel's layout.
+    n = sum(sh.n for sh in case.shards)
+    assert case.layer.weight.dtype == torch.uint8
+    assert tuple(case.layer.weight.shape) == (n, case.k_full // 2)
+    assert tuple(case.layer.weight_scale.shape) == (n, case.k_full // 32)
+    for m in (1, 3, 17):
+        x = lc.rand_x(m, case.k_full, seed=m)
+        lc.assert_matches(lc.run(case.layer, x), lc.reference_column(case, x), f"{kind} m={m}")
+
+
+def test_layer_3d_input_empty_batch_and_negative_zero(dist_tp1, triton_backend):
+    cfg = lc.petit_mxfp4_config()
+    case = lc.build("replicated", cfg, bias=True, load_weights=False)
+    sh = case.shards[0]
+    lc.load(case.layer, "weight", mx.with_negative_zeros(sh.packed))
+    lc.load(case.layer, "weight_scale", sh.scales)
+    bias = (torch.randn(sh.n) * 0.1).to(torch.bfloat16)
+    lc.load(case.layer, "bias", bias)
+    case.bias = bias.float()
+    lc.finalize(case.layer)
+    x = lc.rand_x(6, case.k_full).reshape(2, 3, case.k_full)
+    out = lc.run(case.layer, x)
+    assert out.shape == (2, 3, sh.n)
+    ref = lc.reference_column(case, x.reshape(6, -1)).reshape(2, 3, -1)
+    lc.assert_matches(out, ref, "3-D input with -0 weights")
+    empty = lc.run(case.layer, torch.empty(0, case.k_full, dtype=torch.bfloat16))
+    assert empty.shape == (0, sh.n)
+
+
+def test_layer_nan_scale_refused(dist_tp1, triton_backend):
+    cfg = lc.petit_mxfp4_config()
+    case = lc.build("replicated", cfg, bias=False, load_weights=False)
+    sh = case.shards[0]
+    lc.load(case.layer, "weight", sh.packed)
+    lc.load(case.layer, "weight_scale", mx.with_nan_scale(sh.scales, row=1, group=2))
+    with pytest.raises(ValueError, match="0xFF") as ei:
+        lc.finalize(case.layer)
+    assert "model.layers.0.mlp.down_proj" in str(ei.value)
+
+
+def test_hot_path_is_one_triton_call(dist_tp1, triton_backend, monkeypatch):
+    """apply(): one kernel launch, bias fused, only the output allocated."""
+    cfg = lc.petit_mxfp4_config()
+    case = lc.build("replicated", cfg, bias=True)
+    lc.finalize(case.layer)
+    calls = []
+    orig = triton_backend.mxfp4_a16_matmul
+
+    def spy(a, weight, weight_scale, bias=None, config=None):
+        calls.append((a.shape, bias is not None))
+        return orig(a, weight, weight_scale, bias, config)
+
+    monkeypatch.setattr(triton_backend, "mxfp4_a16_matmul", spy)
+    x = lc.rand_x(4, case.k_full)
+    out = case.layer.quant_method.apply(case.layer, x, case.layer.bias)
+    assert calls == [((4, case.k_full), True)]
+    lc.assert_matches(out, lc.reference_column(case, x), "hot path")
+
+
+# ------------------------------------------------------------------ selection
+
+
+def test_auto_picks_triton_off_rocm(interp, monkeypatch, log_lines):
+    monkeypatch.delenv(ENV, raising=False)
+    pu = _pu()
+    assert pu.get_petit_mxfp4_backend() == "triton"
+    assert pu.get_petit_mxfp4_backend() == "triton"
+    assert lc.petit_mxfp4_config().backend == "triton"
+    chosen = [line for line in log_lines if "backend" in line]
+    assert len(chosen) == 1, log_lines
+    assert "Triton" in chosen[0] and "ROCm" in chosen[0], chosen
+
+
+def test_auto_picks_petit_on_supported_rocm(interp, rocm, monkeypatch, log_lines):
+    monkeypatch.setenv(ENV, "auto")
+    assert _pu().get_petit_mxfp4_backend() == "petit"
+    assert lc.petit_mxfp4_config().backend == "petit"
+    assert len([line for line in log_lines if "Petit backend" in line]) == 1, log_lines
+
+
+def test_auto_picks_triton_on_unsupported_arch(interp, monkeypatch, log_lines):
+    pu = _pu()
+    monkeypatch.setattr(pu, "get_petit_gpu_arch", lambda *a, **k: "gfx1100")
+    monkeypatch.delenv(ENV, raising=False)
+    assert pu.get_petit_mxfp4_backend() == "triton"
+    assert any("gfx1100" in line for line in log_lines), log_lines
+
+
+def test_auto_picks_triton_without_petit(interp, rocm, monkeypatch):
+    pu = _pu()
+
+    def missing():
+        raise ImportError(f"Petit is not installed. {pu.PETIT_INSTALL_HINT}")
+
+    monkeypatch.setattr(pu, "_load_petit_kernel", missing)
+    monkeypatch.delenv(ENV, raising=False)
+    assert pu.get_petit_mxfp4_backend() == "triton"
+
+
+def test_forced_petit_without_petit_is_a_clear_error(rocm, monkeypatch):
+    pu = _pu()
+
+    def missing():
+        raise ImportError(f"Petit is not installed. {pu.PETIT_INSTALL_HINT}")
+
+    monkeypatch.setattr(pu, "_load_petit_kernel", missing)
+    monkeypatch.setenv(ENV, "petit")
+    with pytest.raises(ValueError, match=f"{ENV}=petit.*not installed.*pip install"):
+        lc.petit_mxfp4_config()
+
+
+def test_forced_triton_where_it_cannot_run(monkeypatch):
+    pytest.importorskip("triton")
+    if not sgl_has_triton_backend():
+        pytest.skip(f"{TRITON_MOD} not in this tree")
+    mod = importlib.import_module(TRITON_MOD)
+    monkeypatch.setattr(
+        mod, "check_triton_mxfp4_supported", lambda: (False, "no GPU here")
+    )
+    monkeypatch.setenv(ENV, "triton")
+    with pytest.raises(ValueError, match=f"{ENV}=triton: no GPU here"):
+        lc.petit_mxfp4_config()
+    # auto with neither backend names both reasons.
+    monkeypatch.setenv(ENV, "auto")
+    with pytest.raises(ValueError, match="ROCm.*no GPU here"):
+        lc.petit_mxfp4_config()
+
+
+def test_unknown_backend_refused(monkeypatch):
+    monkeypatch.setenv(ENV, "cuda")
+    with pytest.raises(ValueError, match="auto, petit, triton"):
+        _pu().get_petit_mxfp4_backend()
+
+
+def test_layer_non_contiguous_input(dist_tp1, triton_backend):
+    """The kernel takes the activation's strides: no copy, no garbage."""
+    cfg = lc.petit_mxfp4_config()
+    case = lc.build("replicated", cfg, bias=False)
+    lc.finalize(case.layer)
+    x = lc.rand_x(9, case.k_full + 64)[:, : case.k_full]
+    assert not x.is_contiguous()
+    lc.assert_matches(lc.run(case.layer, x), lc.reference_column(case, x), "strided input")
