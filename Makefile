@@ -3,7 +3,7 @@
 # REFS (matrix), FORCE=1 (apply over a branch with unexported commits).
 PYTHON ?= python3
 SERIES := $(PYTHON) scripts/petit-series
-export SGLANG_REF SGLANG_SOURCE SGLANG_DIR SGLANG_REPO REFS FORCE
+export SGLANG_REF SGLANG_SOURCE SGLANG_DIR SGLANG_REPO REFS FORCE TESTS JOBS
 
 .PHONY: apply refresh rebase rebase-continue rebase-abort matrix bench test lint pr help
 
@@ -31,6 +31,7 @@ rebase-abort:
 	$(SERIES) rebase-abort
 
 ## matrix           apply the series on every supported release -> build/matrix.{json,md}
+##                  (TESTS=1: also run tests/series on each, in its own environment)
 matrix:
 	$(SERIES) matrix
 

@@ -212,7 +212,7 @@ def _describe(result: dict) -> str:
     }[status]
     if status == "applied-offsets":
         parts = [
-            f"{Path(f).name} {','.join(f'{o:+d}' for o in offs if o is not None)}"
+            f"{Path(f).name} {','.join(f'{o:+d}' for o in offs if o)}"
             for f, offs in result["offsets"].items()
         ]
         text += f" ({'; '.join(parts)})"

@@ -5,7 +5,7 @@
     petit-series rebase          --ref R [--source S] [--dir D]
     petit-series rebase-continue [--ref R] [--source S] [--dir D]
     petit-series rebase-abort    [--ref R] [--source S] [--dir D]
-    petit-series matrix          [--refs R ...] [--source S] [--jobs N]
+    petit-series matrix          [--refs R ...] [--source S] [--jobs N] [--tests]
     petit-series bench
     petit-series pr              [--ref R (default main)] [--source S] [--dir D]  (see pr.py)
 
@@ -217,6 +217,7 @@ def cmd_matrix(args) -> int:
         build=build_dir(),
         cache=upstream.Cache(cache_dir()),
         jobs=args.jobs,
+        with_tests=args.tests,
     )
     failed = [r["ref"] for r in results if not r["ok"]]
     print(f"matrix: {len(results) - len(failed)}/{len(results)} ok -> {build_dir() / 'matrix.md'}")
@@ -272,6 +273,12 @@ def parser() -> argparse.ArgumentParser:
     common(s, ref=False)
     s.add_argument("--refs", nargs="*", default=None)
     s.add_argument("--jobs", type=int, default=int(_env("JOBS") or 2))
+    s.add_argument(
+        "--tests",
+        action="store_true",
+        default=_env("TESTS") == "1",
+        help="also run tests/series on each release (TESTS=1)",
+    )
     s.set_defaults(func=cmd_matrix)
     s = sub.add_parser("bench", help="time a cold and a warm matrix")
     common(s, ref=False)

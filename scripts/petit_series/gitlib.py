@@ -199,8 +199,12 @@ def cone_patterns(dirs: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def set_sparse(cwd: Path, dirs: Iterable[str]) -> None:
-    """Limit the work tree to `dirs` (takes effect at the next checkout)."""
+def set_sparse(cwd: Path, dirs: Optional[Iterable[str]]) -> None:
+    """Limit the work tree to `dirs` (from the next checkout on); None: the whole tree."""
+    if dirs is None:
+        if rev_parse(cwd, "HEAD"):
+            run(["sparse-checkout", "disable"], cwd)  # also brings the rest back
+        return
     run(["config", "core.sparseCheckout", "true"], cwd)
     run(["config", "core.sparseCheckoutCone", "true"], cwd)
     path = git_dir_of(cwd) / "info" / "sparse-checkout"

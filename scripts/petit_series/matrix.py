@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import xml.etree.ElementTree as ET
 import os
 import time
 from pathlib import Path
@@ -32,7 +33,14 @@ def supported_refs(cache: upstream.Cache) -> list[str]:
     return [versions.tag(v) for v in versions.supported(pypi.release_versions(index))]
 
 
-def _one(up: upstream.Upstream, cache: upstream.Cache, patches: Path, build: Path, repo: str) -> dict:
+def _one(
+    up: upstream.Upstream,
+    cache: upstream.Cache,
+    patches: Path,
+    build: Path,
+    repo: str,
+    with_tests: bool = False,
+) -> dict:
     started = time.monotonic()
     tree = build / "matrix" / versions.safe_ref_name(up.ref)
     row = {"ref": up.ref, "version": up.version, "source": up.source, "base": up.commit}
@@ -48,9 +56,10 @@ def _one(up: upstream.Upstream, cache: upstream.Cache, patches: Path, build: Pat
             explain=upstream.history_explainer(cache, up, repo),
             quiet=True,
         )
-        # A matrix tree only proves that the series applies: check out just the
-        # directories the patches touch (the same git am path, a fraction of the I/O).
-        gitlib.set_sparse(tree, _touched_dirs(ctx))
+        # A tree that only proves that the series applies needs just the
+        # directories the patches touch (the same git am path, a fraction of the
+        # I/O); running the tests needs all of it.
+        gitlib.set_sparse(tree, None if with_tests else _touched_dirs(ctx))
         record = apply.run_series(ctx, force=True)
         row.update(ok=True, patches=_patch_rows(record["results"]), head=record["head"])
     except apply.Conflict as exc:
@@ -61,6 +70,37 @@ def _one(up: upstream.Upstream, cache: upstream.Cache, patches: Path, build: Pat
         row.update(ok=False, patches=[], error=str(exc))
     row["seconds"] = round(time.monotonic() - started, 2)
     return row
+
+
+def _junit_counts(path: Path) -> dict:
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in suites:
+        for key in total:
+            total[key] += int(suite.get(key, 0))
+    total["passed"] = total["tests"] - total["failures"] - total["errors"] - total["skipped"]
+    return total
+
+
+def run_tests(row: dict, tree: Path, build: Path) -> dict:
+    """The series' own tests (tests/series) on an applied tree, in the release's env."""
+    from . import harness
+
+    if not row.get("version"):
+        return {"ok": None, "note": "not a release: no environment to test in"}
+    junit = build / "matrix-tests" / f"{row['ref']}.xml"
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    junit.unlink(missing_ok=True)
+    started = time.monotonic()
+    try:
+        rc = harness.run_tests(row["version"], tree, ["-q", f"--junitxml={junit}"])
+    except harness.HarnessError as exc:
+        return {"ok": False, "error": str(exc)}
+    result = {"ok": rc == 0, "rc": rc, "seconds": round(time.monotonic() - started, 1)}
+    if junit.exists():
+        result.update(_junit_counts(junit))
+    return result
 
 
 def _touched_dirs(ctx: apply.Context) -> set[str]:
@@ -87,6 +127,7 @@ def run(
     build: Path,
     cache: upstream.Cache,
     jobs: int = 2,
+    with_tests: bool = False,
 ) -> list[dict]:
     series.load(patches)  # fail early on a broken series
     cache.ensure()
@@ -106,10 +147,21 @@ def run(
             ups.append({"ref": ref, "ok": False, "patches": [], "error": str(exc)})
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [
-            pool.submit(_one, up, cache, patches, build, repo) if isinstance(up, upstream.Upstream) else None
+            pool.submit(_one, up, cache, patches, build, repo, with_tests)
+            if isinstance(up, upstream.Upstream)
+            else None
             for up in ups
         ]
         rows = [f.result() if f else up for f, up in zip(futures, ups)]
+    if with_tests:
+        from . import harness
+
+        harness.ensure_checkpoints()
+        for row in rows:  # one at a time: each release env is large
+            if row["ok"]:
+                tree = build / "matrix" / versions.safe_ref_name(row["ref"])
+                row["tests"] = run_tests(row, tree, build)
+                row["ok"] = row["tests"]["ok"] is not False
     for row in rows:
         mark = "ok" if row["ok"] else "FAILED"
         print(f"{row['ref']:>14}  {mark:6}  " + " ".join(SYMBOL.get(p["status"], p["status"]) for p in row["patches"]) + (f"  {row.get('error', '')}" if not row["ok"] else ""))
@@ -119,6 +171,17 @@ def run(
     return rows
 
 
+def _tests_cell(tests: Optional[dict]) -> str:
+    if not tests:
+        return ""
+    if tests.get("ok") is None:
+        return tests.get("note", "")
+    if "tests" not in tests:
+        return f"**error**: {tests.get('error', 'rc ' + str(tests.get('rc')))}"
+    text = f"{tests['passed']} passed, {tests['failures'] + tests['errors']} failed, {tests['skipped']} skipped"
+    return text if tests["ok"] else f"**{text}**"
+
+
 def to_markdown(rows: list[dict]) -> str:
     names: list[str] = []
     for row in rows:
@@ -126,9 +189,10 @@ def to_markdown(rows: list[dict]) -> str:
             if p["name"] not in names:
                 names.append(p["name"])
     short = [n.split("-", 1)[0].rstrip("/") for n in names]
+    with_tests = any("tests" in row for row in rows)
     lines = [
-        "| release | ok | " + " | ".join(short) + " |",
-        "|---|---|" + "---|" * len(short),
+        "| release | ok | " + " | ".join(short) + " |" + (" tests |" if with_tests else ""),
+        "|---|---|" + "---|" * (len(short) + with_tests),
     ]
     for row in rows:
         by_name = {p["name"]: p for p in row["patches"]}
@@ -143,6 +207,9 @@ def to_markdown(rows: list[dict]) -> str:
                 cell += f" ({p['variant']})"
             cells.append(cell)
         ok = "yes" if row["ok"] else f"**no**: {row.get('error', '')}"
-        lines.append(f"| {row['ref']} | {ok} | " + " | ".join(cells) + " |")
+        line = f"| {row['ref']} | {ok} | " + " | ".join(cells) + " |"
+        if with_tests:
+            line += f" {_tests_cell(row.get('tests'))} |"
+        lines.append(line)
     legend = "\n".join(f"- `{s}`: {n}" for s, n in zip(short, names))
     return "\n".join(lines) + "\n\nPatches:\n\n" + legend + "\n"
