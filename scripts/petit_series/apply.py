@@ -25,6 +25,7 @@ from typing import Callable, Optional
 from . import gitlib, report, versions
 from .locking import FileLock
 from .series import Series
+from . import upstream as upstream_mod
 from .upstream import Upstream
 
 STATE_DIR = "petit-series"
@@ -59,6 +60,20 @@ class Context:
     @property
     def branch(self) -> str:
         return f"petit/{versions.safe_ref_name(self.upstream.ref)}"
+
+
+def make_context(
+    tree: Path, up: Upstream, series: Series, cache: "upstream_mod.Cache", repo: str, quiet: bool = False
+) -> Context:
+    """A Context whose 3-way preimages and conflict history come from `cache`/`repo`."""
+    return Context(
+        tree=tree,
+        upstream=up,
+        series=series,
+        provide_base=upstream_mod.base_provider(cache, up, repo),
+        explain=upstream_mod.history_explainer(cache, up, repo),
+        quiet=quiet,
+    )
 
 
 def state_dir(tree: Path) -> Path:

@@ -77,13 +77,7 @@ def _publish(tree: Path, ref: str) -> None:
 
 def _context(args, up: upstream.Upstream, cache: upstream.Cache) -> apply.Context:
     tree = upstream.prepare_tree(up, tree_for(args, up))
-    return apply.Context(
-        tree=tree,
-        upstream=up,
-        series=series.load(Path(args.patches)),
-        provide_base=upstream.base_provider(cache, up, args.repo),
-        explain=upstream.history_explainer(cache, up, args.repo),
-    )
+    return apply.make_context(tree, up, series.load(Path(args.patches)), cache, args.repo)
 
 
 def _run_apply(args, op: str) -> int:
@@ -159,13 +153,8 @@ def _resume_context(args, tree: Path) -> apply.Context:
         coverage=tuple(state["coverage"]) if state["coverage"] else None,
         detail=state.get("source_detail", ""),
     )
-    cache = upstream.Cache(cache_dir())
-    return apply.Context(
-        tree=tree,
-        upstream=up,
-        series=series.load(Path(args.patches)),
-        provide_base=upstream.base_provider(cache, up, args.repo),
-        explain=upstream.history_explainer(cache, up, args.repo),
+    return apply.make_context(
+        tree, up, series.load(Path(args.patches)), upstream.Cache(cache_dir()), args.repo
     )
 
 

@@ -48,14 +48,7 @@ def _one(
         tree = upstream.prepare_tree(up, tree)
         if apply.load_state(tree):
             apply.abort_series(tree)
-        ctx = apply.Context(
-            tree=tree,
-            upstream=up,
-            series=series.load(patches),
-            provide_base=upstream.base_provider(cache, up, repo),
-            explain=upstream.history_explainer(cache, up, repo),
-            quiet=True,
-        )
+        ctx = apply.make_context(tree, up, series.load(patches), cache, repo, quiet=True)
         # A tree that only proves that the series applies needs just the
         # directories the patches touch (the same git am path, a fraction of the
         # I/O); running the tests needs all of it.

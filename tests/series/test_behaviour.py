@@ -393,29 +393,26 @@ def test_hot_path_single_petit_call(dist_tp1, rocm, monkeypatch, capsys):
     assert len(results[True][1]) == 1 and results[True][1][0].startswith("add"), results[True][1]
 
 
+def _layer_with_scale_byte(monkeypatch, arch: str, byte: int):
+    """A loaded (not yet finalized) layer on `arch` whose first scale is `byte`."""
+    monkeypatch.setattr(_pu(), "get_petit_gpu_arch", lambda *a, **k: arch)
+    case = lc.build("replicated", lc.petit_mxfp4_config(), bias=False, load_weights=False)
+    sh = case.shards[0]
+    scales = sh.scales.clone()
+    scales[0, 0] = byte
+    lc.load(case.layer, "weight", sh.packed)
+    lc.load(case.layer, "weight_scale", scales)
+    return case.layer
+
+
 def test_gfx90a_large_scale_refused(dist_tp1, monkeypatch):
     """gfx90a's high-precision kernels add 7 to the E8M0 exponent, so scale bytes
     >= 248 overflow there (mxfp4-and-petit.md s1): refused, naming the layer."""
-    monkeypatch.setattr(_pu(), "get_petit_gpu_arch", lambda *a, **k: "gfx90a")
-    cfg = lc.petit_mxfp4_config()
-    case = lc.build("replicated", cfg, bias=False, load_weights=False)
-    sh = case.shards[0]
-    scales = sh.scales.clone()
-    scales[0, 0] = 250
-    lc.load(case.layer, "weight", sh.packed)
-    lc.load(case.layer, "weight_scale", scales)
+    layer = _layer_with_scale_byte(monkeypatch, "gfx90a", 250)
     with pytest.raises(ValueError, match="model.layers.0.mlp.down_proj"):
-        lc.finalize(case.layer)
+        lc.finalize(layer)
 
 
 def test_large_scale_accepted_off_gfx90a(dist_tp1, monkeypatch):
     """The >= 248 limit is gfx90a's alone: gfx942 takes such a scale."""
-    monkeypatch.setattr(_pu(), "get_petit_gpu_arch", lambda *a, **k: "gfx942")
-    cfg = lc.petit_mxfp4_config()
-    case = lc.build("replicated", cfg, bias=False, load_weights=False)
-    sh = case.shards[0]
-    scales = sh.scales.clone()
-    scales[0, 0] = 250
-    lc.load(case.layer, "weight", sh.packed)
-    lc.load(case.layer, "weight_scale", scales)
-    lc.finalize(case.layer)
+    lc.finalize(_layer_with_scale_byte(monkeypatch, "gfx942", 250))
