@@ -50,7 +50,6 @@ cd "$CI_ROOT"
 
 tag="${arch}-${ref//\//-}"
 out="${results}/${tag}"
-tree="build/sglang/${ref}"
 run mkdir -p "$out"
 failures=()
 status_of() { if [[ "$1" == 0 ]]; then echo ok; else echo "failed(rc=$1)"; fi; }
@@ -70,7 +69,8 @@ run_sh "rocminfo | grep -o -m1 'gfx[0-9a-f]*' > $out/gfx.txt || true"
 rc=0
 run make apply "SGLANG_REF=${ref}" "SGLANG_SOURCE=${checkout}" || rc=$?
 if [[ "$rc" == 0 ]]; then
-  run python3 -m pip install --no-deps --no-build-isolation -e "${tree}/python" || rc=$?
+  # The series was applied in the image's own checkout (a new branch there).
+  run python3 -m pip install --no-deps --no-build-isolation -e "${checkout}/python" || rc=$?
 fi
 apply_status="$(status_of "$rc")"
 [[ "$rc" == 0 ]] || failures+=("apply/install: $apply_status")

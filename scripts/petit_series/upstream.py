@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -237,20 +238,32 @@ def from_path(path: Path, ref: Optional[str]) -> Upstream:
     commit = gitlib.rev_parse(path, rev)
     if commit is None and ref and versions.is_version(ref):
         commit = gitlib.rev_parse(path, versions.tag(ref))
+        if commit is None:
+            # Checkouts in release images often carry no tags: take HEAD as that release.
+            commit = gitlib.rev_parse(path, "HEAD")
+            print(f"note: {path} has no tag {versions.tag(ref)}; applying to its HEAD as release {versions.normalize(ref)}")
     if commit is None:
         raise UpstreamError(f"{path} has no commit {rev!r}")
-    version = None
-    if ref and versions.is_version(ref):
-        version = versions.normalize(ref)
-    else:
-        described = gitlib.run(["describe", "--tags", "--abbrev=0", commit], path, check=False)
-        if described.returncode == 0 and versions.is_version(described.stdout.strip()):
-            version = versions.normalize(described.stdout.strip())
+    version = versions.normalize(ref) if ref and versions.is_version(ref) else _checkout_version(path, commit)
     label = ref or (versions.tag(version) if version else "local")
     return Upstream(
         ref=label, commit=commit, version=version, source="path", repo=path,
         detail=f"local checkout {path}",
     )
+
+
+def _checkout_version(path: Path, commit: str) -> Optional[str]:
+    """The release of a checkout: its nearest tag, else the version file that an
+    installed (editable) SGLang writes, else None (the newest variants apply)."""
+    described = gitlib.run(["describe", "--tags", "--abbrev=0", commit], path, check=False)
+    if described.returncode == 0 and versions.is_version(described.stdout.strip()):
+        return versions.normalize(described.stdout.strip())
+    generated = path / "python" / "sglang" / "_version.py"
+    if generated.is_file():
+        m = re.search(r"""__version__\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", generated.read_text())
+        if m and versions.is_version(m.group(1)):
+            return versions.normalize(m.group(1))
+    return None
 
 
 def resolve(

@@ -116,7 +116,7 @@ def test_amd_in_container(trap, arch):
     out = dry(trap, "ci/amd/in_container.sh", "--ref", "v0.5.23", "--arch", arch,
               "--model", "org/model-mxfp4", "--gsm8k-threshold", "0.7")
     assert "+ make apply SGLANG_REF=v0.5.23 SGLANG_SOURCE=/sgl-workspace/sglang" in out
-    assert "pip install --no-deps --no-build-isolation -e build/sglang/v0.5.23/python" in out
+    assert "pip install --no-deps --no-build-isolation -e /sgl-workspace/sglang/python" in out
     assert "pip install petit-kernel==0.0.5" in out
     assert "PETIT_REQUIRE_ROCM=1 PYTHONPATH=scripts python3 -m pytest tests/series" in out
     serve = next(line for line in out.splitlines() if "sglang.launch_server" in line)

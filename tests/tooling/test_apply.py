@@ -277,3 +277,25 @@ def test_branch_with_unexported_commits_is_not_clobbered(cli):
     assert git(tree, "log", "-1", "--format=%s") == "my local fix"
     forced = cli("apply", "--ref", "v0.5.9", "--source", "git", FORCE="1")
     assert forced.returncode == 0 and "Backwards" in (tree / QUANT / "petit.py").read_text()
+
+
+def untagged_clone(world, dest, tag):
+    git(dest.parent, "clone", "-q", str(world["bare"]), str(dest))
+    git(dest, "checkout", "-q", "-b", "release", tag)
+    for name in git(dest, "tag").split():
+        git(dest, "tag", "-d", name)
+    return dest
+
+
+def test_untagged_image_checkout_takes_its_version_from_the_install(cli, world, tmp_path):
+    # Release images carry a checkout without tags, installed in editable mode.
+    checkout = untagged_clone(world, tmp_path / "sgl-workspace", "v0.5.13")
+    (checkout / ".git" / "info" / "exclude").write_text("python/sglang/_version.py\n")
+    (checkout / "python" / "sglang" / "_version.py").write_text("__version__ = version = '0.5.13'\n")
+    proc = cli("apply", "--source", str(checkout))
+    assert "0003-register-petit-mxfp4/0.5.13.patch: applied" in proc.stdout
+    # Naming the release works too, with a note that HEAD stands for it.
+    other = untagged_clone(world, tmp_path / "other", "v0.5.13")
+    proc = cli("apply", "--ref", "v0.5.13", "--source", str(other))
+    assert "has no tag v0.5.13; applying to its HEAD as release 0.5.13" in proc.stdout
+    assert "0003-register-petit-mxfp4/0.5.13.patch: applied" in proc.stdout
