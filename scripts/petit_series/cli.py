@@ -120,6 +120,7 @@ def _sync_record(tree: Path, patches: Path) -> None:
     if record is None:
         return
     record["digest"] = series.load(patches).digest(record.get("version"))
+    record["head"] = apply.gitlib.out(["rev-parse", "HEAD"], tree)
     apply._write_json(apply.state_dir(tree) / "record.json", record)
 
 

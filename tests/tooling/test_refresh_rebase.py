@@ -43,6 +43,8 @@ def test_refresh_exports_an_edited_commit_deterministically(cli, tmp_path):
     check = cli("refresh", "--ref", "v0.5.9", "--check", ok=None)
     assert check.returncode == 1 and "0002-quantization-keep-petit-py-as-a-shim.patch" in check.output
     proc = cli("refresh", "--ref", "v0.5.9")
+    # The exported branch is what patches/ now says: apply finds it up to date.
+    assert "up to date" in cli("apply", "--ref", "v0.5.9", "--source", "git").stdout
     after = snapshot(cli.patches)
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {"0002-quantization-keep-petit-py-as-a-shim.patch"}
