@@ -284,3 +284,16 @@ def verify_quantization(monkeypatch, model_path, quant_cfg, user):
     except ValueError as e:
         return f"rejected: {e}"
     return mc.quantization
+
+
+def build_llama(hf_config, quant_config):
+    """SGLang's LlamaForCausalLM, built under a BF16 default dtype as the model runner does."""
+    import torch
+    from sglang.srt.models.llama import LlamaForCausalLM
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        return LlamaForCausalLM(hf_config, quant_config=quant_config)
+    finally:
+        torch.set_default_dtype(old)

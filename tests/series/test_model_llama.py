@@ -50,17 +50,9 @@ def build_model(d: Path, raw: dict):
 
     sgl_cpu.ensure_fused_moe_importable()
 
-    from sglang.srt.models.llama import LlamaForCausalLM
-
     hf_config = LlamaConfig.from_pretrained(str(d))
     qc = lc.petit_mxfp4_config(raw)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        model = LlamaForCausalLM(hf_config, quant_config=qc)
-    finally:
-        torch.set_default_dtype(old)
-    return model, hf_config, qc
+    return sgl_cpu.build_llama(hf_config, qc), hf_config, qc
 
 
 def postprocess(model) -> int:

@@ -138,19 +138,13 @@ def test_nvfp4_llama_from_real_modelopt_export(dist_tp1, rocm, capsys):
     from transformers import LlamaConfig
 
     from sglang.srt.layers.quantization.petit import PetitNvFp4Config
-    from sglang.srt.models.llama import LlamaForCausalLM
 
     sgl_cpu.ensure_fused_moe_importable()
     d = ckpt_dir("modelopt_nvfp4")
     tensors = load_tensors(d)
     qc = PetitNvFp4Config.from_config(json.loads((d / "hf_quant_config.json").read_text()))
     hf_config = LlamaConfig.from_pretrained(str(d))
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        model = LlamaForCausalLM(hf_config, quant_config=qc)
-    finally:
-        torch.set_default_dtype(old)
+    model = sgl_cpu.build_llama(hf_config, qc)
     model.load_weights(iter(list(tensors.items())))
     postprocess(model)
     fused = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
