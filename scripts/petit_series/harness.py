@@ -187,6 +187,12 @@ def _read_stamp(env: Path) -> Optional[dict]:
         return None
 
 
+def _is_current(env: Path, spec: dict) -> bool:
+    """The env exists and was built from exactly ``spec``."""
+    stamp = _read_stamp(env)
+    return bool(stamp and stamp.get("spec") == _hash(spec) and _venv_python(env).exists())
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
@@ -283,12 +289,10 @@ def ensure_base(root: Path = DEFAULT_ROOT) -> Path:
     base = root / "base"
     spec = {"rev": HARNESS_REV, "reqs": BASE_REQS}
     py = _venv_python(base)
-    stamp = _read_stamp(base)
-    if stamp and stamp.get("spec") == _hash(spec) and py.exists():
+    if _is_current(base, spec):
         return py
     with _lock(root / ".lock-base"):
-        stamp = _read_stamp(base)
-        if stamp and stamp.get("spec") == _hash(spec) and py.exists():
+        if _is_current(base, spec):
             return py
         log = root / "logs" / "base.log"
         t0 = time.time()
@@ -385,11 +389,9 @@ def ensure_env(version: str, tree: Path, root: Path = DEFAULT_ROOT) -> Path:
     env = env_dir(version, root)
     py = _venv_python(env)
     spec = {"rev": HARNESS_REV, "version": version, "base": BASE_REQS, "deps": COMMON_DEPS, "vdeps": VERSIONED_DEPS}
-    stamp = _read_stamp(env)
-    if not (stamp and stamp.get("spec") == _hash(spec) and py.exists()):
+    if not _is_current(env, spec):
         with _lock(root / f".lock-sglang-{version}"):
-            stamp = _read_stamp(env)
-            if not (stamp and stamp.get("spec") == _hash(spec) and py.exists()):
+            if not _is_current(env, spec):
                 _build_release_env(version, env, base_py, root, spec)
     # (Re)point the tree .pth at this tree (cheap; atomic).
     site = Path((_read_stamp(env) or {}).get("site") or _site_packages(py))
@@ -476,12 +478,10 @@ def ensure_exporters(root: Path = DEFAULT_ROOT) -> Path:
     env = root / "exporters"
     py = _venv_python(env)
     spec = {"rev": HARNESS_REV, "reqs": EXPORTER_REQS}
-    stamp = _read_stamp(env)
-    if stamp and stamp.get("spec") == _hash(spec) and py.exists():
+    if _is_current(env, spec):
         return py
     with _lock(root / ".lock-exporters"):
-        stamp = _read_stamp(env)
-        if stamp and stamp.get("spec") == _hash(spec) and py.exists():
+        if _is_current(env, spec):
             return py
         log = root / "logs" / "exporters.log"
         t0 = time.time()
