@@ -6,9 +6,11 @@
 #   2. install petit-kernel (>= 0.0.3 has MXFP4; default pin below) and check its API
 #   3. layer tests (tests/series) against the real kernel: PETIT_REQUIRE_ROCM=1 and
 #      no skips allowed (a skip here means the GPU or kernel was not found)
-#   4. serve MODEL with --quantization petit_mxfp4, GSM8K (few_shot_gsm8k) with a
+#   4. GEMM benchmark (informational): the series' Triton backend against Petit
+#      and hipBLASLt on the Llama shapes -> <results-dir>/<tag>/gemm_bench.txt
+#   5. serve MODEL with --quantization petit_mxfp4, GSM8K (few_shot_gsm8k) with a
 #      threshold, throughput with sglang.bench_serving
-#   5. write build/amd-results/<arch>-<ref>.json (schema: ci/README.md)
+#   6. write build/amd-results/<arch>-<ref>.json (schema: ci/README.md)
 #
 #   ci/amd/in_container.sh --ref REF --arch mi300|mi250 [--image IMG]
 #       [--sglang-checkout /sgl-workspace/sglang] [--model HF_ID]
@@ -88,7 +90,10 @@ run env PETIT_REQUIRE_ROCM=1 PYTHONPATH=scripts python3 -m pytest tests/series -
   "--junitxml=${out}/layer-tests.xml" || rc=$?
 layer_status="$(status_of "$rc")"
 
-# --- 4. serve, GSM8K, throughput ------------------------------------------------------
+# --- 4. GEMM benchmark: Triton backend vs Petit vs hipBLASLt (before the server) -----
+run_sh "python3 ${checkout}/benchmark/kernels/quantization/bench_petit_mxfp4_triton.py --tp 1 8 --m 1 16 256 4096 2>&1 | tee ${out}/gemm_bench.txt" || true
+
+# --- 5. serve, GSM8K, throughput ------------------------------------------------------
 server_args=(--model-path "$model" --quantization petit_mxfp4 --host 127.0.0.1 --port "$port"
   --tp 1 --trust-remote-code --mem-fraction-static 0.8 ${server_extra[@]+"${server_extra[@]}"})
 gsm8k_args=(--num-questions "$nq" --parallel "$nq" --host http://127.0.0.1 --port "$port")
@@ -124,7 +129,7 @@ else
 fi
 if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
 
-# --- 5. result JSON (exit status = pass/fail) -----------------------------------------
+# --- 6. result JSON (exit status = pass/fail) -----------------------------------------
 extra_fail=()
 for f in ${failures[@]+"${failures[@]}"}; do extra_fail+=(--failure "$f"); done
 run python3 ci/amd/results.py assemble --out "${results}/${tag}.json" \

@@ -119,6 +119,10 @@ def test_amd_in_container(trap, arch):
     assert "pip install --no-deps --no-build-isolation -e /sgl-workspace/sglang/python" in out
     assert "pip install petit-kernel==0.0.5" in out
     assert "PETIT_REQUIRE_ROCM=1 PYTHONPATH=scripts python3 -m pytest tests/series" in out
+    bench = next(line for line in out.splitlines() if "bench_petit_mxfp4_triton.py" in line)
+    assert "/sgl-workspace/sglang/benchmark/kernels/quantization/" in bench
+    assert "gemm_bench.txt" in bench
+    assert out.index("bench_petit_mxfp4_triton.py") < out.index("sglang.launch_server")
     serve = next(line for line in out.splitlines() if "sglang.launch_server" in line)
     assert "--model-path org/model-mxfp4 --quantization petit_mxfp4" in serve
     if arch == "mi250":

@@ -131,6 +131,91 @@ def test_kernel_tiles_and_masks(interp, config):
     lc.assert_matches(out, ref, str(config))
 
 
+@pytest.mark.parametrize("split", [2, 16])
+def test_kernel_split_k(interp, split):
+    """Split-K partial sums meet in the workspace; the last program of a tile
+    resets its arrival counter, so a second call gives the same result."""
+    n, k, m = 80, 64 * split, 5  # two BLOCK_K steps per split
+    packed, scales = mx.random_mxfp4(n, k, seed=split)
+    x = lc.rand_x(m, k, seed=split)
+    b = (torch.randn(n) * 0.1).to(torch.bfloat16)
+    config = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, SPLIT_K=split)
+    out = interp.mxfp4_a16_matmul(x, packed, scales, b, config=config)
+    ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t() + b.float()
+    lc.assert_matches(out, ref, f"split {split}")
+    counters = interp._WORKSPACES[(x.device, "counters")]
+    assert counters.count_nonzero() == 0
+    again = interp.mxfp4_a16_matmul(x, packed, scales, b, config=config)
+    assert torch.equal(again, out)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_dequant_path_matches_reference(interp, bias):
+    """Decode 32 rows at a time to BF16, torch.mm each chunk into its output
+    columns (three chunks, the last one partial)."""
+    n, k, m = 80, 256, 6
+    packed, scales = mx.random_mxfp4(n, k, seed=3, scale_range=(100, 140))
+    x = lc.rand_x(m, k, seed=4)
+    b = (torch.randn(n) * 0.1).to(torch.bfloat16) if bias else None
+    out = interp.mxfp4_a16_matmul(x, packed, scales, b, config=dict(DEQUANT_ROWS=32))
+    ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
+    if bias:
+        ref = ref + b.float()
+    lc.assert_matches(out, ref, f"dequant bias={bias}")
+
+
+@pytest.mark.parametrize("config", [None, dict(DEQUANT_ROWS=32)])
+def test_decode_is_exact(interp, config):
+    """Every byte value under scales 2^-27 .. 2^33: multiplying by the
+    identity gives back exactly the decoded weights (both paths)."""
+    n, k = 64, 256
+    codes = torch.arange(n * k // 2) * 7 % 256  # every byte value, shuffled
+    packed = codes.to(torch.uint8).reshape(n, k // 2)
+    scales = torch.randint(100, 161, (n, k // 32), generator=torch.Generator().manual_seed(0))
+    scales = scales.to(torch.uint8)
+    eye = torch.eye(k, dtype=torch.bfloat16)
+    out = interp.mxfp4_a16_matmul(eye, packed, scales, config=config)
+    expected = mx.dequantize_mxfp4(packed, scales).t()
+    assert torch.equal(out.float(), expected)
+
+
+def test_path_choice_by_shape(interp):
+    """Decode + torch.mm from DEQUANT_MIN_M rows, and from DEQUANT_NARROW_MIN_M
+    rows on narrow layers (N <= 4096, K >= 2048); the fused kernel below."""
+    pick = interp._pick_config
+    big, narrow = interp.DEQUANT_MIN_M, interp.DEQUANT_NARROW_MIN_M
+    assert "DEQUANT_ROWS" in pick(big, 57344, 8192, 132)
+    assert "DEQUANT_ROWS" not in pick(big - 1, 57344, 8192, 132)
+    assert "DEQUANT_ROWS" in pick(narrow, 768, 4096, 132)
+    assert "DEQUANT_ROWS" not in pick(narrow - 1, 768, 4096, 132)
+    assert "DEQUANT_ROWS" not in pick(narrow, 8192, 4096, 132)
+    assert "DEQUANT_ROWS" not in pick(narrow, 4096, 1024, 132)
+    # Chunks: a multiple of 128 rows within DEQUANT_CHUNK_ELEMENTS, or all rows.
+    rows = pick(big, 57344, 8192, 132)["DEQUANT_ROWS"]
+    assert rows % 128 == 0 and rows * 8192 <= interp.DEQUANT_CHUNK_ELEMENTS
+    assert pick(big, 768, 4096, 132)["DEQUANT_ROWS"] == 768
+
+
+def test_large_m_uses_decode_and_torch_mm(interp, monkeypatch):
+    """M >= DEQUANT_MIN_M decodes the weight in chunks sized at load and runs
+    torch.mm on them: the call allocates no workspace."""
+    n, k = 320, 128
+    monkeypatch.setattr(interp, "DEQUANT_CHUNK_ELEMENTS", 128 * k)
+    interp._cached_config.cache_clear()
+    m = interp.DEQUANT_MIN_M
+    assert interp._pick_config(m, n, k, 132) == {"DEQUANT_ROWS": 128}
+
+    interp.reserve_mxfp4_workspace(torch.device("cpu"), n, k)
+    reserved = {key: id(buf) for key, buf in interp._WORKSPACES.items()}
+    assert interp._WORKSPACES[(torch.device("cpu"), "bf16")].numel() == 128 * k
+    packed, scales = mx.random_mxfp4(n, k, seed=9)
+    x = lc.rand_x(m, k, seed=9)
+    out = interp.mxfp4_a16_matmul(x, packed, scales)
+    ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
+    lc.assert_matches(out, ref, f"M={m}")
+    assert {key: id(buf) for key, buf in interp._WORKSPACES.items()} == reserved
+
+
 def test_kernel_empty_and_errors(interp):
     packed, scales = mx.random_mxfp4(32, 256)
     out = interp.mxfp4_a16_matmul(torch.empty(0, 256, dtype=torch.bfloat16), packed, scales)
