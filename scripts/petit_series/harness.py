@@ -80,7 +80,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO / "build" / "venv"
@@ -193,6 +193,16 @@ def _is_current(env: Path, spec: dict) -> bool:
     return bool(stamp and stamp.get("spec") == _hash(spec) and _venv_python(env).exists())
 
 
+def _ensure_built(env: Path, spec: dict, lock: Path, build: Callable[[], None]) -> None:
+    """Run ``build`` unless ``env`` is current for ``spec``. Builds of one env are
+    serialized by ``lock``; a process that waited for it checks again first."""
+    if _is_current(env, spec):
+        return
+    with _lock(lock):
+        if not _is_current(env, spec):
+            build()
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
@@ -288,33 +298,32 @@ def ensure_base(root: Path = DEFAULT_ROOT) -> Path:
     root = Path(root)
     base = root / "base"
     spec = {"rev": HARNESS_REV, "reqs": BASE_REQS}
+    _ensure_built(base, spec, root / ".lock-base", lambda: _build_base(base, spec, root))
+    return _venv_python(base)
+
+
+def _build_base(base: Path, spec: dict, root: Path) -> None:
     py = _venv_python(base)
-    if _is_current(base, spec):
-        return py
-    with _lock(root / ".lock-base"):
-        if _is_current(base, spec):
-            return py
-        log = root / "logs" / "base.log"
-        t0 = time.time()
-        if not py.exists():
-            _create_venv("create base venv", base, _base_python(), log)
-        cons = base / "petit-constraints.txt"
-        cons.write_text("\n".join(BASE_CONSTRAINTS) + "\n")
-        _run_step(
-            "pip install base (torch/torchvision/numpy/pytest/safetensors)",
-            [py, "-m", "pip", "install", *_pip_extra_args(), "-c", cons, *BASE_REQS],
-            log,
-            env=_clean_env(),
-        )
-        _run_step(
-            "verify base imports",
-            [py, "-c", "import torch, torchvision, numpy, pytest, safetensors; print(torch.__version__, torchvision.__version__)"],
-            log,
-            env=_clean_env(),
-        )
-        _write_atomic(base / STAMP, json.dumps({"spec": _hash(spec), "reqs": BASE_REQS, "built_s": round(time.time() - t0, 1)}))
-        _log(f"base env ready in {time.time() - t0:.0f}s")
-    return py
+    log = root / "logs" / "base.log"
+    t0 = time.time()
+    if not py.exists():
+        _create_venv("create base venv", base, _base_python(), log)
+    cons = base / "petit-constraints.txt"
+    cons.write_text("\n".join(BASE_CONSTRAINTS) + "\n")
+    _run_step(
+        "pip install base (torch/torchvision/numpy/pytest/safetensors)",
+        [py, "-m", "pip", "install", *_pip_extra_args(), "-c", cons, *BASE_REQS],
+        log,
+        env=_clean_env(),
+    )
+    _run_step(
+        "verify base imports",
+        [py, "-c", "import torch, torchvision, numpy, pytest, safetensors; print(torch.__version__, torchvision.__version__)"],
+        log,
+        env=_clean_env(),
+    )
+    _write_atomic(base / STAMP, json.dumps({"spec": _hash(spec), "reqs": BASE_REQS, "built_s": round(time.time() - t0, 1)}))
+    _log(f"base env ready in {time.time() - t0:.0f}s")
 
 
 # --------------------------------------------------------------------------
@@ -389,10 +398,7 @@ def ensure_env(version: str, tree: Path, root: Path = DEFAULT_ROOT) -> Path:
     env = env_dir(version, root)
     py = _venv_python(env)
     spec = {"rev": HARNESS_REV, "version": version, "base": BASE_REQS, "deps": COMMON_DEPS, "vdeps": VERSIONED_DEPS}
-    if not _is_current(env, spec):
-        with _lock(root / f".lock-sglang-{version}"):
-            if not _is_current(env, spec):
-                _build_release_env(version, env, base_py, root, spec)
+    _ensure_built(env, spec, root / f".lock-sglang-{version}", lambda: _build_release_env(version, env, base_py, root, spec))
     # (Re)point the tree .pth at this tree (cheap; atomic).
     site = Path((_read_stamp(env) or {}).get("site") or _site_packages(py))
     pth = site / "_petit_tree.pth"
@@ -476,19 +482,18 @@ def verify_env(version: str, tree: Path, root: Path = DEFAULT_ROOT) -> dict:
 def ensure_exporters(root: Path = DEFAULT_ROOT) -> Path:
     root = Path(root).resolve()
     env = root / "exporters"
-    py = _venv_python(env)
     spec = {"rev": HARNESS_REV, "reqs": EXPORTER_REQS}
-    if _is_current(env, spec):
-        return py
-    with _lock(root / ".lock-exporters"):
-        if _is_current(env, spec):
-            return py
-        log = root / "logs" / "exporters.log"
-        t0 = time.time()
-        _create_venv("create exporters venv", env, _base_python(), log)
-        _run_step("pip install exporters (quark/modelopt/torch cpu)", [py, "-m", "pip", "install", *_pip_extra_args(), *EXPORTER_REQS], log, env=_clean_env())
-        _write_atomic(env / STAMP, json.dumps({"spec": _hash(spec), "reqs": EXPORTER_REQS, "built_s": round(time.time() - t0, 1)}))
-    return py
+    _ensure_built(env, spec, root / ".lock-exporters", lambda: _build_exporters(env, spec, root))
+    return _venv_python(env)
+
+
+def _build_exporters(env: Path, spec: dict, root: Path) -> None:
+    py = _venv_python(env)
+    log = root / "logs" / "exporters.log"
+    t0 = time.time()
+    _create_venv("create exporters venv", env, _base_python(), log)
+    _run_step("pip install exporters (quark/modelopt/torch cpu)", [py, "-m", "pip", "install", *_pip_extra_args(), *EXPORTER_REQS], log, env=_clean_env())
+    _write_atomic(env / STAMP, json.dumps({"spec": _hash(spec), "reqs": EXPORTER_REQS, "built_s": round(time.time() - t0, 1)}))
 
 
 def ensure_checkpoints(root: Path = DEFAULT_ROOT, out: Path = CHECKPOINT_ROOT, names: Iterable[str] = ()) -> int:
