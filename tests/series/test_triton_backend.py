@@ -89,6 +89,41 @@ def log_lines():
 # ------------------------------------------------------------------ kernel
 
 
+def _gemm(interp, x, packed, scales, bias=None, config=None):
+    """The kernel on checkpoint-layout bytes, put in its layout first."""
+    weight = interp.interleave_mxfp4_weight(packed)
+    return interp.mxfp4_a16_matmul(x, weight, scales, bias, config=config)
+
+
+def test_interleaved_layout(interp):
+    """Each byte pair holds elements 4q, 4q + 1 in its low nibbles and
+    4q + 2, 4q + 3 in its high ones; the input is left untouched."""
+    packed, _ = mx.random_mxfp4(6, 64, seed=1)
+    before = packed.clone()
+    inter = interp.interleave_mxfp4_weight(packed)
+    assert torch.equal(packed, before)
+    assert inter.shape == packed.shape and inter.dtype == torch.uint8
+    codes = torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(1)  # K order
+    for q in range(packed.shape[1] // 2):
+        for r in range(2):
+            byte = inter[:, 2 * q + r]
+            assert torch.equal(byte & 0xF, codes[:, 4 * q + r])
+            assert torch.equal(byte >> 4, codes[:, 4 * q + 2 + r])
+    with pytest.raises(ValueError, match="uint8"):
+        interp.interleave_mxfp4_weight(packed.to(torch.int16))
+
+
+def test_checkpoint_layout_is_not_the_kernel_layout(interp):
+    """The kernel reads the interleaved layout: fed raw checkpoint bytes, it
+    computes with the wrong weights (so layers must be prepared)."""
+    packed, scales = mx.random_mxfp4(32, 256, seed=2)
+    x = lc.rand_x(2, 256, seed=2)
+    ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
+    raw = interp.mxfp4_a16_matmul(x, packed, scales).float()
+    assert ((raw - ref).norm() / ref.norm()) > 0.5
+    lc.assert_matches(_gemm(interp, x, packed, scales), ref, "interleaved")
+
+
 @pytest.mark.parametrize("m", [1, 3, 17])
 @pytest.mark.parametrize("n,k", [(32, 256), (64, 512)])
 @pytest.mark.parametrize("bias", [False, True])
@@ -97,7 +132,7 @@ def test_kernel_matches_reference(interp, m, n, k, bias):
     assert mx.count_negative_zeros(packed) > 0
     x = lc.rand_x(m, k, seed=m)
     b = (torch.randn(n) * 0.1).to(torch.bfloat16) if bias else None
-    out = interp.mxfp4_a16_matmul(x, packed, scales, b)
+    out = _gemm(interp, x, packed, scales, b)
     ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
     if bias:
         ref = ref + b.float()
@@ -107,10 +142,10 @@ def test_kernel_matches_reference(interp, m, n, k, bias):
 def test_kernel_negative_zero_is_zero(interp):
     packed, scales = mx.random_mxfp4(64, 256, seed=7, allow_negative_zero=False)
     x = lc.rand_x(3, 256)
-    pos = interp.mxfp4_a16_matmul(x, packed, scales)
+    pos = _gemm(interp, x, packed, scales)
     negz = mx.with_negative_zeros(packed)
     assert mx.count_negative_zeros(negz) > 100
-    assert torch.equal(interp.mxfp4_a16_matmul(x, negz, scales), pos)
+    assert torch.equal(_gemm(interp, x, negz, scales), pos)
 
 
 @pytest.mark.parametrize(
@@ -126,7 +161,7 @@ def test_kernel_tiles_and_masks(interp, config):
     n, k, m = 80, 512, 40
     packed, scales = mx.random_mxfp4(n, k, seed=11)
     x = lc.rand_x(m, k, seed=5)
-    out = interp.mxfp4_a16_matmul(x, packed, scales, config=config)
+    out = _gemm(interp, x, packed, scales, config=config)
     ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
     lc.assert_matches(out, ref, str(config))
 
@@ -140,13 +175,56 @@ def test_kernel_split_k(interp, split):
     x = lc.rand_x(m, k, seed=split)
     b = (torch.randn(n) * 0.1).to(torch.bfloat16)
     config = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, SPLIT_K=split)
-    out = interp.mxfp4_a16_matmul(x, packed, scales, b, config=config)
+    out = _gemm(interp, x, packed, scales, b, config=config)
     ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t() + b.float()
     lc.assert_matches(out, ref, f"split {split}")
     counters = interp._WORKSPACES[(x.device, "counters")]
     assert counters.count_nonzero() == 0
-    again = interp.mxfp4_a16_matmul(x, packed, scales, b, config=config)
+    again = _gemm(interp, x, packed, scales, b, config=config)
     assert torch.equal(again, out)
+
+
+def test_kernel_split_k_more_splits_than_steps(interp):
+    """SPLIT_K above the number of K steps: the programs past K add zeros and
+    still check in, so every tile is summed and written once."""
+    n, k, m = 48, 96, 3  # three BLOCK_K steps over eight splits
+    packed, scales = mx.random_mxfp4(n, k, seed=8)
+    x = lc.rand_x(m, k, seed=8)
+    config = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, SPLIT_K=8)
+    out = _gemm(interp, x, packed, scales, config=config)
+    ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
+    lc.assert_matches(out, ref, "8 splits, 3 steps")
+    assert interp._WORKSPACES[(x.device, "counters")].count_nonzero() == 0
+
+
+# Per-partition (N, K) of Llama-3.1-8B and Llama-3.3-70B linear layers, TP 1-8.
+LLAMA_SHAPES = sorted(
+    {
+        (n // tp if split_n else n, k if split_n else k // tp)
+        for hidden, inter, heads in ((4096, 14336, 32), (8192, 28672, 64))
+        for tp in (1, 2, 4, 8)
+        for n, k, split_n in (
+            ((heads + 16) * 128, hidden, True),  # qkv, 8 KV heads
+            (hidden, heads * 128, False),  # o_proj
+            (2 * inter, hidden, True),  # gate_up
+            (hidden, inter, False),  # down
+        )
+    }
+)
+
+
+@pytest.mark.parametrize("m", [1, 4, 16, 64])
+def test_split_k_covers_k_in_whole_steps(interp, m):
+    """Split-K configs for M <= 64 on every Llama shape: K divides into whole
+    BLOCK_K steps, each program gets at least two of them, and SPLIT_K is the
+    fewest programs with that many steps (none left empty)."""
+    for n, k in LLAMA_SHAPES:
+        cfg = interp._pick_config(m, n, k, 132)
+        assert k % cfg["BLOCK_K"] == 0, (n, k, cfg)
+        steps, split = k // cfg["BLOCK_K"], cfg["SPLIT_K"]
+        per_split = -(-steps // split)
+        assert split == -(-steps // per_split), (n, k, cfg)
+        assert split == 1 or per_split >= 2, (n, k, cfg)
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -157,7 +235,7 @@ def test_dequant_path_matches_reference(interp, bias):
     packed, scales = mx.random_mxfp4(n, k, seed=3, scale_range=(100, 140))
     x = lc.rand_x(m, k, seed=4)
     b = (torch.randn(n) * 0.1).to(torch.bfloat16) if bias else None
-    out = interp.mxfp4_a16_matmul(x, packed, scales, b, config=dict(DEQUANT_ROWS=32))
+    out = _gemm(interp, x, packed, scales, b, config=dict(DEQUANT_ROWS=32))
     ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
     if bias:
         ref = ref + b.float()
@@ -174,7 +252,7 @@ def test_decode_is_exact(interp, config):
     scales = torch.randint(100, 161, (n, k // 32), generator=torch.Generator().manual_seed(0))
     scales = scales.to(torch.uint8)
     eye = torch.eye(k, dtype=torch.bfloat16)
-    out = interp.mxfp4_a16_matmul(eye, packed, scales, config=config)
+    out = _gemm(interp, eye, packed, scales, config=config)
     expected = mx.dequantize_mxfp4(packed, scales).t()
     assert torch.equal(out.float(), expected)
 
@@ -210,7 +288,7 @@ def test_large_m_uses_decode_and_torch_mm(interp, monkeypatch):
     assert interp._WORKSPACES[(torch.device("cpu"), "bf16")].numel() == 128 * k
     packed, scales = mx.random_mxfp4(n, k, seed=9)
     x = lc.rand_x(m, k, seed=9)
-    out = interp.mxfp4_a16_matmul(x, packed, scales)
+    out = _gemm(interp, x, packed, scales)
     ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
     lc.assert_matches(out, ref, f"M={m}")
     assert {key: id(buf) for key, buf in interp._WORKSPACES.items()} == reserved
@@ -218,12 +296,12 @@ def test_large_m_uses_decode_and_torch_mm(interp, monkeypatch):
 
 def test_kernel_empty_and_errors(interp):
     packed, scales = mx.random_mxfp4(32, 256)
-    out = interp.mxfp4_a16_matmul(torch.empty(0, 256, dtype=torch.bfloat16), packed, scales)
+    out = _gemm(interp, torch.empty(0, 256, dtype=torch.bfloat16), packed, scales)
     assert out.shape == (0, 32) and out.dtype == torch.bfloat16
     with pytest.raises(RuntimeError, match="BF16"):
-        interp.mxfp4_a16_matmul(torch.zeros(2, 256, dtype=torch.float16), packed, scales)
+        _gemm(interp, torch.zeros(2, 256, dtype=torch.float16), packed, scales)
     with pytest.raises(RuntimeError):
-        interp.mxfp4_a16_matmul(torch.zeros(2, 512, dtype=torch.bfloat16), packed, scales)
+        _gemm(interp, torch.zeros(2, 512, dtype=torch.bfloat16), packed, scales)
 
 
 # ------------------------------------------------------------------ layers
