@@ -33,7 +33,6 @@ PINNED_CONFIG: tuple[tuple[str, str], ...] = (
     ("diff.context", "3"),
     ("diff.interHunkContext", "0"),
     ("format.signature", ""),
-    ("format.headers", ""),
     ("format.numbered", "false"),
     ("format.coverLetter", "false"),
     ("format.signOff", "false"),
