@@ -33,6 +33,13 @@ UPSTREAM_REF = "refs/petit/upstream"
 
 APPLIED = ("applied", "applied-offsets", "applied-3way", "resolved")
 SKIPPED = ("already-upstream", "excluded")
+# A patch the user dropped while resolving (`git am --skip`): the branch lacks it.
+SKIPPED_BY_USER = "skipped"
+# Each commit the tool makes names the patch file it came from, so that a reworded,
+# reordered or amended commit still maps to its file (stripped again on export).
+PATCH_TRAILER = "Petit-Patch"
+EXPORTED_REF = "refs/petit/exported"  # the head that patches/ last reproduced
+EXPORTED_BASE_REF = "refs/petit/exported-base"  # ... and the upstream it sat on
 
 
 class ApplyError(RuntimeError):
@@ -114,40 +121,41 @@ def _excluded_paths(upstream: Upstream, mail: gitlib.PatchMail) -> list[str]:
     return sorted({p for fp in mail.files for p in fp.paths if not upstream.covers(p)})
 
 
-def _read_head_file(tree: Path, path: str) -> Optional[str]:
-    proc = gitlib.run(["show", f"HEAD:{path}"], tree, check=False)
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def _offsets(tree: Path, mail: gitlib.PatchMail, excluded: list[str]) -> dict[str, list]:
-    found: dict[str, list] = {}
+def _hunk_header(mail: gitlib.PatchMail, path: str, line: int) -> str:
     for fp in mail.files:
-        if fp.path in excluded or fp.old_path is None or not fp.hunks:
-            continue
-        text = _read_head_file(tree, fp.old_path)
-        if text is None:
-            continue
-        offs = gitlib.hunk_offsets(text, fp)
-        if any(o for o in offs):
-            found[fp.path] = offs
-    return found
+        if path in fp.paths:
+            for hunk in fp.hunks:
+                if hunk.old_start == line:
+                    return hunk.header
+    return f"@@ -{line} (first hunk git could not place)"
 
 
-def _failing_hunks(tree: Path, base: str, mail: gitlib.PatchMail, excluded: list[str]) -> list[dict]:
-    hunks = []
-    for fp in mail.files:
-        if fp.path in excluded or fp.old_path is None:
-            continue
-        proc = gitlib.run(["show", f"{base}:{fp.old_path}"], tree, check=False)
-        if proc.returncode != 0:
-            hunks.append({"file": fp.path, "hunk": "(whole file)", "why": "file missing upstream"})
-            continue
-        for hunk, off in zip(fp.hunks, gitlib.hunk_offsets(proc.stdout, fp)):
-            if off is None:
-                hunks.append(
-                    {"file": fp.path, "hunk": hunk.header, "why": "context not found upstream"}
-                )
+def _failing_hunks(check: gitlib.ApplyCheck, mail: gitlib.PatchMail) -> list[dict]:
+    """Where the patch does not fit the target, as `git apply --check -v` told it
+    (git stops at the first hunk it cannot place in each file)."""
+    hunks = [
+        {"file": path, "hunk": _hunk_header(mail, path, line), "why": "context not found upstream"}
+        for path, line in check.failed
+    ]
+    for err in check.errors:
+        path, _, why = err.partition(": ")
+        if why in ("No such file or directory", "does not exist in index"):
+            hunks.append({"file": path, "hunk": "(whole file)", "why": "file missing upstream"})
+        elif why == "already exists in working directory" or why == "already exists in index":
+            hunks.append({"file": path, "hunk": "(whole file)", "why": "upstream already has this file"})
     return hunks
+
+
+def stamp(tree: Path, patch_file: str) -> str:
+    """Record on HEAD which patch file it came from (the PATCH_TRAILER); returns HEAD."""
+    head = gitlib.out(["rev-parse", "HEAD"], tree)
+    message = gitlib.commit_message(tree, head)
+    stamped = gitlib.add_trailer(tree, message, PATCH_TRAILER, patch_file)
+    if stamped == message:
+        return head
+    new = gitlib.rewrite_message(tree, head, stamped)
+    gitlib.run(["update-ref", "-m", "petit-series: name the patch file", "HEAD", new, head], tree)
+    return new
 
 
 def apply_one(ctx: Context, name: str, path: Path, floor: Optional[str]) -> dict:
@@ -173,35 +181,38 @@ def apply_one(ctx: Context, name: str, path: Path, floor: Optional[str]) -> dict
     if excluded and all(p in excluded for fp in mail.files for p in fp.paths):
         result["status"] = "excluded"
         return result
-    excl = gitlib.exclude_args(excluded)
-    forward = gitlib.run(["apply", "--check", *excl, str(path)], tree, check=False)
-    if forward.returncode != 0:
-        reverse = gitlib.run(["apply", "--check", "-R", *excl, str(path)], tree, check=False)
-        if reverse.returncode == 0:
-            result["status"] = "already-upstream"
-            result["evidence"] = "the patch reverse-applies cleanly: upstream already has it"
-            return result
-    am = ["am", "--committer-date-is-author-date", "--no-gpg-sign", *excl]
-    if forward.returncode == 0:
-        offsets = _offsets(tree, mail, excluded)
+    forward = gitlib.apply_check(tree, path, exclude=excluded)
+    if not forward.ok and gitlib.apply_check(tree, path, exclude=excluded, reverse=True).ok:
+        result["status"] = "already-upstream"
+        result["evidence"] = "the patch reverse-applies cleanly: upstream already has it"
+        return result
+    am = ["am", "--committer-date-is-author-date", "--no-gpg-sign", *gitlib.exclude_args(excluded)]
+    result["parent"] = gitlib.out(["rev-parse", "HEAD"], tree)
+    if forward.ok:
         gitlib.run([*am, str(path)], tree)
-        result["status"] = "applied-offsets" if offsets else "applied"
-        if offsets:
-            result["offsets"] = offsets
+        result["status"] = "applied-offsets" if forward.offsets else "applied"
+        if forward.offsets:
+            result["offsets"] = forward.offsets
         return result
     # The context moved or changed upstream: make the preimages available, then merge.
     if floor or ctx.series.base:
         ctx.provide_base(floor or ctx.series.base)
+    if gitlib.applies_to_own_preimage(tree, path, mail, excluded) is False:
+        raise ApplyError(
+            f"{result['file']}: the patch itself does not match the blobs it names (its "
+            "`index` lines): it was edited by hand or is corrupt, so no upstream can take "
+            "it. Restore it from git (`git checkout -- patches/`) or re-export it with "
+            "`make refresh` from a tree where it applies"
+        )
     proc = gitlib.run([*am, "--3way", str(path)], tree, check=False)
     if proc.returncode == 0:
         result["status"] = "applied-3way"
         result["base"] = floor or ctx.series.base
         return result
     conflicted = gitlib.conflicted_files(tree)
-    target = gitlib.out(["rev-parse", "HEAD"], tree)
     result["status"] = "conflict"
     result["files"] = conflicted or sorted({fp.path for fp in mail.files} - set(excluded))
-    result["hunks"] = _failing_hunks(tree, target, mail, excluded)
+    result["hunks"] = _failing_hunks(forward, mail)
     result["three_way"] = "lacks the necessary blob" not in proc.stderr
     if not result["three_way"]:
         result["note"] = "3-way merge impossible: the patch's preimage blobs are not in this repository"
@@ -220,7 +231,8 @@ def _describe(result: dict) -> str:
         "applied": "applied",
         "applied-offsets": "applied with offsets",
         "applied-3way": "applied by 3-way merge",
-        "resolved": "applied after manual resolution",
+        "resolved": "applied after manual resolution (not in patches/ until `make refresh`)",
+        "skipped": "SKIPPED by hand (git am --skip): the branch lacks this patch",
         "already-upstream": "already upstream, skipped",
         "excluded": "hunks excluded (partial tree), skipped",
         "conflict": "CONFLICT",
@@ -256,11 +268,12 @@ def _new_state(ctx: Context, orig_head: Optional[str], orig_branch: Optional[str
         "orig_head": orig_head,
         "orig_branch": orig_branch,
         "entries": [
-            {"name": e.name, "file": str(p), "variant": floor}
+            {"name": e.name, "file": str(p.relative_to(ctx.series.root)), "variant": floor}
             for e, p, floor in ctx.series.selected(version)
         ],
         "next": 0,
         "results": [],
+        "previous_export": previous_export(ctx.tree),
     }
 
 
@@ -269,6 +282,15 @@ def _current_branch(tree: Path) -> Optional[str]:
     name = proc.stdout.strip()
     # An unborn branch (a fresh tree) is no place to return to.
     return name if name and gitlib.rev_parse(tree, f"refs/heads/{name}") else None
+
+
+def unexported(record: dict) -> list[str]:
+    """Work on the branch that patches/ does not hold: resolutions not yet refreshed."""
+    return [r["name"] for r in record.get("results", []) if r["status"] == "resolved" and not r.get("exported")]
+
+
+def skipped_by_user(record: dict) -> list[str]:
+    return [r["name"] for r in record.get("results", []) if r["status"] == SKIPPED_BY_USER]
 
 
 def _precheck(ctx: Context, force: bool) -> Optional[dict]:
@@ -293,15 +315,18 @@ def _precheck(ctx: Context, force: bool) -> Optional[dict]:
     record = load_record(tree)
     head = gitlib.rev_parse(tree, f"refs/heads/{ctx.branch}")
     version = ctx.upstream.version
+    pending = (unexported(record) + skipped_by_user(record)) if record else []
     if (
         record
         and state is None
+        and not pending
         and head == record.get("head")
         and record.get("base") == ctx.upstream.commit
         and record.get("digest") == ctx.series.digest(version)
     ):
         return record
     if head and not force and state is None:
+        ref = ctx.upstream.ref
         if record is None and head != ctx.upstream.commit:
             raise ApplyError(
                 f"branch {ctx.branch} already exists in {tree} and was not made by this tool; "
@@ -311,7 +336,20 @@ def _precheck(ctx: Context, force: bool) -> Optional[dict]:
             raise ApplyError(
                 f"branch {ctx.branch} in {tree} has commits that are not in patches/ "
                 f"(head {head[:12]}, last applied {record.get('head', '?')[:12]}); export them "
-                f"with `make refresh SGLANG_REF={ctx.upstream.ref}` or pass FORCE=1 to discard them"
+                f"with `make refresh SGLANG_REF={ref}` or pass FORCE=1 to discard them"
+            )
+        if record is not None and unexported(record):
+            raise ApplyError(
+                f"branch {ctx.branch} in {tree} holds your conflict resolution of "
+                f"{', '.join(unexported(record))}, which is not in patches/ yet; write it there "
+                f"with `make refresh SGLANG_REF={ref}`, or pass FORCE=1 to discard it"
+            )
+        if record is not None and skipped_by_user(record):
+            raise ApplyError(
+                f"branch {ctx.branch} in {tree} lacks {', '.join(skipped_by_user(record))} "
+                "(skipped by hand while resolving), so it is not the series in patches/. If the "
+                "patch is gone for good, remove it from patches/series; to rebuild the branch "
+                "with it, pass FORCE=1"
             )
     return None
 
@@ -385,8 +423,12 @@ def _continue_from(ctx: Context, state: dict) -> dict:
             report.write(state_dir(tree), state)
             say(ctx.quiet, f"{prefix}: {_describe(exc.result)}")
             raise
+        except ApplyError:
+            _roll_back(tree, state)
+            raise
         if result["status"] in APPLIED:
-            result["commit"] = gitlib.out(["rev-parse", "HEAD"], tree)
+            result["commit"] = stamp(tree, result["file"])
+            result["exported"] = True
         state["results"].append(result)
         state["next"] += 1
         _write_json(state_dir(tree) / "state.json", state)
@@ -400,6 +442,8 @@ def _finish(ctx: Context, state: dict) -> dict:
     state["head"] = gitlib.out(["rev-parse", "HEAD"], tree)
     record = {k: v for k, v in state.items() if k not in ("next", "orig_head", "orig_branch")}
     _write_json(state_dir(tree) / "record.json", record)
+    if not unexported(record) and not skipped_by_user(record):
+        mark_exported(tree, state["head"], state["base"])
     (state_dir(tree) / "state.json").unlink(missing_ok=True)
     report.write(state_dir(tree), record)
     say(ctx.quiet, report.summary_line(record))
@@ -427,13 +471,54 @@ def continue_series(ctx: Context) -> dict:
                     + (proc.stdout + proc.stderr).strip()
                 )
         last = state["results"][-1]
-        last["status"] = "resolved"
-        last["commit"] = gitlib.out(["rev-parse", "HEAD"], tree)
+        head = gitlib.out(["rev-parse", "HEAD"], tree)
+        if last.get("parent") and head == last["parent"]:
+            # `git am --skip` (or `--abort`): nothing was committed for this patch.
+            last["status"] = SKIPPED_BY_USER
+            say(
+                ctx.quiet,
+                f"{last['name']}: SKIPPED (no commit was made for it): the branch will lack "
+                "this patch; remove it from patches/series if it is gone for good",
+            )
+        else:
+            last["status"] = "resolved"
+            last["commit"] = stamp(tree, last["file"])
+            last["exported"] = False
+            say(ctx.quiet, f"{last['name']}: resolved, continuing")
         state["next"] += 1
         state["status"] = "running"
         _write_json(state_dir(tree) / "state.json", state)
-        say(ctx.quiet, f"{last['name']}: resolved, continuing")
         return _continue_from(ctx, state)
+
+
+def previous_export(tree: Path) -> Optional[list]:
+    """[base, head] of the series as patches/ last reproduced it in this tree."""
+    head = gitlib.rev_parse(tree, EXPORTED_REF)
+    base = gitlib.rev_parse(tree, EXPORTED_BASE_REF)
+    return [base, head] if head and base else None
+
+
+def mark_exported(tree: Path, head: str, base: str) -> None:
+    """patches/ now reproduces `head` (on `base`): the reference for range-diffs."""
+    gitlib.run(["update-ref", EXPORTED_REF, head], tree)
+    gitlib.run(["update-ref", EXPORTED_BASE_REF, base], tree)
+
+
+def _roll_back(tree: Path, state: dict) -> None:
+    """Put the branch back where it was before this operation started."""
+    if gitlib.am_in_progress(tree):
+        gitlib.run(["am", "--abort"], tree, check=False)
+    branch = state["branch"]
+    if state["orig_head"]:
+        gitlib.run(["checkout", "--quiet", "--force", "-B", branch, state["orig_head"]], tree)
+    if state["orig_branch"] and state["orig_branch"] != branch:
+        gitlib.run(["checkout", "--quiet", "--force", state["orig_branch"]], tree)
+        if not state["orig_head"]:
+            gitlib.run(["branch", "-D", branch], tree, check=False)
+    elif not state["orig_head"]:
+        gitlib.run(["checkout", "--quiet", "--force", "--detach", state["base"]], tree)
+        gitlib.run(["branch", "-D", branch], tree, check=False)
+    (state_dir(tree) / "state.json").unlink(missing_ok=True)
 
 
 def abort_series(tree: Path) -> dict:
@@ -442,17 +527,5 @@ def abort_series(tree: Path) -> dict:
         state = load_state(tree)
         if not state:
             raise ApplyError(f"{tree}: no series operation in progress")
-        if gitlib.am_in_progress(tree):
-            gitlib.run(["am", "--abort"], tree, check=False)
-        branch = state["branch"]
-        if state["orig_head"]:
-            gitlib.run(["checkout", "--quiet", "--force", "-B", branch, state["orig_head"]], tree)
-        if state["orig_branch"] and state["orig_branch"] != branch:
-            gitlib.run(["checkout", "--quiet", "--force", state["orig_branch"]], tree)
-            if not state["orig_head"]:
-                gitlib.run(["branch", "-D", branch], tree, check=False)
-        elif not state["orig_head"]:
-            gitlib.run(["checkout", "--quiet", "--force", "--detach", state["base"]], tree)
-            gitlib.run(["branch", "-D", branch], tree, check=False)
-        (state_dir(tree) / "state.json").unlink(missing_ok=True)
+        _roll_back(tree, state)
         return state

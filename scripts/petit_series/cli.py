@@ -104,24 +104,20 @@ def _run_apply(args, op: str) -> int:
 
 
 def _export_after_rebase(ctx: apply.Context, record: dict) -> int:
-    changed = refresh.refresh(ctx.tree, ctx.series, new_variant=True)
-    _sync_record(ctx.tree, Path(ctx.series.root))
+    changed = refresh.refresh(ctx.tree, ctx.series, new_variant=True, keep_three_way=False)
     print(
         "rebase done; patches/ "
         + (f"updated: {', '.join(changed)}" if changed else "unchanged")
         + ("\nrun `make matrix` to check the other releases" if changed else "")
     )
+    _print_range_diff(ctx.tree, record.get("previous_export"))
     return 0
 
 
-def _sync_record(tree: Path, patches: Path) -> None:
-    """After an export the tree matches the new patch files: record that."""
-    record = apply.load_record(tree)
-    if record is None:
-        return
-    record["digest"] = series.load(patches).digest(record.get("version"))
-    record["head"] = apply.gitlib.out(["rev-parse", "HEAD"], tree)
-    apply._write_json(apply.state_dir(tree) / "record.json", record)
+def _print_range_diff(tree: Path, before) -> None:
+    text = refresh.what_changed(tree, before)
+    if text.strip():
+        print("\nwhat changed against the series patches/ held (git range-diff):\n" + text.rstrip())
 
 
 def cmd_apply(args) -> int:
@@ -172,6 +168,18 @@ def cmd_rebase_continue(args) -> int:
     _publish(tree, ctx.upstream.ref)
     if op == "rebase":
         return _export_after_rebase(ctx, record)
+    pending = apply.unexported(record)
+    if pending:
+        print(
+            f"your resolution of {', '.join(pending)} is only on the branch: write it into "
+            f"patches/ with `make refresh SGLANG_REF={ctx.upstream.ref}` (until then "
+            "`make apply` refuses to replace the branch)"
+        )
+    if apply.skipped_by_user(record):
+        print(
+            f"{', '.join(apply.skipped_by_user(record))} was skipped: the branch is not the "
+            "series in patches/ (remove the patch from patches/series if it is gone for good)"
+        )
     return 0
 
 
@@ -185,6 +193,7 @@ def cmd_rebase_abort(args) -> int:
 def cmd_refresh(args) -> int:
     tree = _existing_tree(args)
     patches = series.load(Path(args.patches))
+    before = apply.previous_export(tree)
     changed = refresh.refresh(tree, patches, new_variant=args.new_variant, check=args.check)
     if args.check:
         if changed:
@@ -192,8 +201,9 @@ def cmd_refresh(args) -> int:
             return EXIT_ERROR
         print("patches/ is up to date with the tree")
         return 0
-    _sync_record(tree, Path(args.patches))
     print("refreshed: " + (", ".join(changed) if changed else "nothing changed"))
+    if changed:
+        _print_range_diff(tree, before)
     return 0
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
@@ -211,9 +212,181 @@ def set_sparse(cwd: Path, dirs: Optional[Iterable[str]]) -> None:
     path.write_text(cone_patterns(dirs))
 
 
-def format_patch(cwd: Path, commit: str) -> str:
-    """Deterministic single-commit export of `commit`."""
+def format_patch(cwd: Path, commit: str, drop_trailers: Sequence[str] = ()) -> str:
+    """Deterministic single-commit export of `commit`, without the trailers
+    named in `drop_trailers` (bookkeeping the tool wrote on import)."""
+    message = commit_message(cwd, commit)
+    stripped = strip_trailers(message, drop_trailers)
+    if stripped != message:
+        commit = rewrite_message(cwd, commit, stripped)  # a dangling twin, for export only
     return run(["format-patch", *FORMAT_PATCH_FLAGS, "-1", commit], cwd).stdout
+
+
+# ---------------------------------------------------------------------------
+# Commit messages and trailers (git parses them; see git-interpret-trailers(1))
+
+
+def commit_message(cwd: Path, commit: str) -> str:
+    return run(["log", "-1", "--format=%B", commit], cwd).stdout.rstrip("\n") + "\n"
+
+
+def add_trailer(cwd: Path, message: str, key: str, value: str) -> str:
+    """`message` with the trailer `key: value` (replacing one with the same key)."""
+    return run(
+        ["-c", f"trailer.{key}.ifExists=replace", "interpret-trailers", "--trailer", f"{key}: {value}"],
+        cwd,
+        input=message,
+    ).stdout
+
+
+def trailer_values(cwd: Path, commits: Sequence[str], key: str) -> dict[str, Optional[str]]:
+    """The value of trailer `key` of each commit (None where it has none)."""
+    if not commits:
+        return {}
+    fmt = f"%H%x00%(trailers:key={key},valueonly,separator=%x01)%x00"
+    text = run(["log", "--no-walk=unsorted", f"--format={fmt}", *commits], cwd).stdout
+    fields = text.replace("\n", "").split("\x00")
+    found = {}
+    for sha, value in zip(fields[0::2], fields[1::2]):
+        found[sha] = value.split("\x01")[-1].strip() or None
+    return found
+
+
+def strip_trailers(message: str, keys: Iterable[str]) -> str:
+    """`message` without the trailers whose key is in `keys` (case-insensitive).
+
+    Only the last paragraph is a trailer block; an emptied block is removed."""
+    wanted = {k.lower() for k in keys}
+    if not wanted:
+        return message
+    body = message.rstrip("\n")
+    head, sep, last = body.rpartition("\n\n")
+    if not sep:
+        return message
+    kept = [
+        line
+        for line in last.split("\n")
+        if line.split(":", 1)[0].strip().lower() not in wanted or ":" not in line
+    ]
+    if len(kept) == len(last.split("\n")):
+        return message
+    return (head + ("\n\n" + "\n".join(kept) if kept else "")).rstrip("\n") + "\n"
+
+
+def rewrite_message(cwd: Path, commit: str, message: str, parent: Optional[str] = None) -> str:
+    """A copy of `commit` (same tree, author and dates) with another message and,
+    optionally, another parent; returns its id (no ref is moved)."""
+    fmt = "%an%x00%ae%x00%ad%x00%cn%x00%ce%x00%cd%x00%T%x00%P"
+    fields = run(["log", "-1", "--date=raw", f"--format={fmt}", commit], cwd).stdout.rstrip("\n")
+    an, ae, ad, cn, ce, cd, tree, parents = fields.split("\x00")
+    env = {
+        "GIT_AUTHOR_NAME": an,
+        "GIT_AUTHOR_EMAIL": ae,
+        "GIT_AUTHOR_DATE": ad,
+        "GIT_COMMITTER_NAME": cn,
+        "GIT_COMMITTER_EMAIL": ce,
+        "GIT_COMMITTER_DATE": cd,
+    }
+    parent_args: list[str] = []
+    for p in ([parent] if parent else parents.split()):
+        parent_args += ["-p", p]
+    return out(["commit-tree", tree, *parent_args], cwd, input=message, env=env)
+
+
+# ---------------------------------------------------------------------------
+# Checks that git itself answers
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyCheck:
+    ok: bool
+    offsets: dict[str, list[int]]  # file -> offset of each hunk that moved (git's report)
+    failed: list[tuple[str, int]]  # (file, line of the first hunk git could not place)
+    errors: list[str]  # git's other error lines
+
+
+_HUNK_OK_RE = re.compile(r"^Hunk #(\d+) succeeded at (\d+)(?: \(offset (-?\d+) lines?\))?")
+_CHECKING_RE = re.compile(r"^Checking patch (.*)\.\.\.$")
+_FAILED_RE = re.compile(r"^error: patch failed: (.*):(\d+)$")
+
+
+def apply_check(
+    cwd: Path,
+    patch: Path,
+    *,
+    exclude: Iterable[str] = (),
+    reverse: bool = False,
+    cached: bool = False,
+    env: Optional[Mapping[str, str]] = None,
+) -> ApplyCheck:
+    """`git apply --check -v`: whether `patch` applies exactly, and git's account of
+    where each hunk landed (offsets) or which hunk it could not place."""
+    args = ["apply", "--check", "-v", *exclude_args(exclude)]
+    if reverse:
+        args.append("-R")
+    if cached:
+        args.append("--cached")
+    proc = run([*args, str(patch)], cwd, check=False, env=env)
+    return parse_apply_check(proc.returncode == 0, proc.stderr + proc.stdout)
+
+
+def parse_apply_check(ok: bool, text: str) -> ApplyCheck:
+    """Parse `git apply --check -v` output (pure)."""
+    offsets: dict[str, list[int]] = {}
+    failed: list[tuple[str, int]] = []
+    errors: list[str] = []
+    current = ""
+    searching = False
+    for line in text.splitlines():
+        m = _CHECKING_RE.match(line)
+        if m:
+            current, searching = m.group(1), False
+            continue
+        m = _HUNK_OK_RE.match(line)
+        if m:
+            if m.group(3):
+                offsets.setdefault(current, []).append(int(m.group(3)))
+            continue
+        m = _FAILED_RE.match(line)
+        if m:
+            failed.append((m.group(1), int(m.group(2))))
+            searching = False
+            continue
+        if line.startswith("error: while searching for:"):
+            searching = True
+            continue
+        if line.startswith("error: ") and not searching:
+            errors.append(line[len("error: ") :])
+    return ApplyCheck(ok, offsets, failed, errors)
+
+
+def applies_to_own_preimage(cwd: Path, patch_path: Path, mail: "PatchMail", exclude: Iterable[str] = ()) -> Optional[bool]:
+    """Does the patch apply to the very blobs its `index` lines name?
+
+    None when that cannot be told (a preimage blob is not in the object store);
+    False means the patch text itself is inconsistent (edited by hand, corrupt)."""
+    excluded = set(exclude)
+    entries = []
+    for fp in mail.files:
+        if fp.old_path is None or fp.old_path in excluded or not fp.hunks:
+            continue
+        if not fp.old_oid or set(fp.old_oid) == {"0"} or not has_object(cwd, fp.old_oid):
+            return None
+        entries.append(f"100644 {fp.old_oid}\t{fp.old_path}")
+    if not entries:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        run(["update-index", "--index-info"], cwd, input="\n".join(entries) + "\n", env=env)
+        only = [f"--include={fp.old_path}" for fp in mail.files if fp.old_path and fp.old_path not in excluded and fp.hunks]
+        proc = run(["apply", "--cached", "--check", *only, str(patch_path)], cwd, check=False, env=env)
+        return proc.returncode == 0
+
+
+def range_diff(cwd: Path, old: str, new: str) -> str:
+    """`git range-diff old new` (two `base..head` ranges), without colour."""
+    proc = run(["range-diff", "--no-color", old, new], cwd, check=False)
+    return proc.stdout if proc.returncode == 0 else ""
 
 
 # ---------------------------------------------------------------------------
@@ -378,33 +551,6 @@ def parse_patch(text: str) -> PatchMail:
     if not files:
         raise ValueError("the patch contains no diff")
     return PatchMail(author, date, subject, tuple(files))
-
-
-def find_hunk(file_lines: Sequence[str], hunk: Hunk) -> Optional[int]:
-    """Line number (1-based) where the hunk's preimage occurs exactly, nearest to
-    its declared position; None when it occurs nowhere (no fuzz)."""
-    pre = list(hunk.old_lines)
-    if not pre:
-        return hunk.old_start if hunk.old_start <= len(file_lines) + 1 else None
-    n = len(pre)
-    hits = [
-        start + 1
-        for start in range(0, len(file_lines) - n + 1)
-        if file_lines[start] == pre[0] and list(file_lines[start : start + n]) == pre
-    ]
-    if not hits:
-        return None
-    return min(hits, key=lambda at: (abs(at - hunk.old_start), at))
-
-
-def hunk_offsets(file_text: str, fp: FilePatch) -> list[Optional[int]]:
-    """Offset of each hunk of `fp` against `file_text` (None: not found)."""
-    lines = file_text.split("\n")
-    result: list[Optional[int]] = []
-    for hunk in fp.hunks:
-        at = find_hunk(lines, hunk)
-        result.append(None if at is None else at - hunk.old_start)
-    return result
 
 
 def split_file_diffs(text: str) -> tuple[str, list[tuple[str, str]]]:

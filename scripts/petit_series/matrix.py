@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import apply, gitlib, pypi, series, upstream, versions
+from . import apply, refresh, gitlib, pypi, series, upstream, versions
 
 SYMBOL = {
     "applied": "ok",
@@ -55,6 +55,10 @@ def _one(
         gitlib.set_sparse(tree, None if with_tests else _touched_dirs(ctx))
         record = apply.run_series(ctx, force=True)
         row.update(ok=True, patches=_patch_rows(record["results"]), head=record["head"])
+        # Exporting what was just applied must change no patch file on any release.
+        stale = refresh.plan(tree, ctx.series).changed(ctx.series.root)
+        if stale:
+            row.update(ok=False, error=f"refresh would rewrite {', '.join(stale)}")
     except apply.Conflict as exc:
         state = apply.load_state(tree) or {"results": [exc.result]}
         row.update(ok=False, patches=_patch_rows(state["results"]), error=f"{exc.result['name']} conflicts")

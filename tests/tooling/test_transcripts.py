@@ -30,6 +30,9 @@ SESSIONS = {
         ("apply", "--ref", "v0.5.14", "--source", "git"),
         "resolve",
         ("rebase-continue", "--ref", "v0.5.14"),
+        ("apply", "--ref", "v0.5.14", "--source", "git"),
+        ("refresh", "--ref", "v0.5.14"),
+        ("apply", "--ref", "v0.5.14", "--source", "git"),
     ],
 }
 

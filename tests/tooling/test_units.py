@@ -89,13 +89,37 @@ def test_parse_patch_rejects_corruption(mangle, message):
         gitlib.parse_patch(mangle(PATCH))
 
 
-def test_hunk_offsets_exact_only():
-    fp = gitlib.parse_patch(PATCH).files[0]
-    base = 'METHODS = [\n    "a",\n    "b",\n    "d",\n]\n'
-    assert gitlib.hunk_offsets(base, fp) == [0]
-    assert gitlib.hunk_offsets("# x\n# y\n" + base, fp) == [2]
-    # A changed context line is not found (no fuzz).
-    assert gitlib.hunk_offsets(base.replace('"b"', '"bb"'), fp) == [None]
+def test_parse_apply_check_reads_offsets_and_the_failing_hunk():
+    moved = (
+        "Checking patch a.py...\n"
+        "Hunk #1 succeeded at 4 (offset 2 lines).\n"
+        "Hunk #2 succeeded at 30 (offset -1 line).\n"
+        "Checking patch b.py...\n"
+    )
+    check = gitlib.parse_apply_check(True, moved)
+    assert check.ok and check.offsets == {"a.py": [2, -1]} and not check.failed
+    failed = (
+        "Checking patch a.py...\n"
+        "error: while searching for:\n"
+        "error: not a real error line inside the searched text\n"
+        "\n"
+        "error: patch failed: a.py:12\n"
+        "error: a.py: patch does not apply\n"
+        "Checking patch gone.py...\n"
+        "error: gone.py: No such file or directory\n"
+    )
+    check = gitlib.parse_apply_check(False, failed)
+    assert not check.ok and check.failed == [("a.py", 12)]
+    assert check.errors == ["a.py: patch does not apply", "gone.py: No such file or directory"]
+
+
+def test_strip_trailers_only_touches_the_trailer_block():
+    msg = "subj\n\nPetit-Patch: in prose stays\n\nSigned-off-by: A <a@b>\nPetit-Patch: 0001-x.patch\n"
+    assert gitlib.strip_trailers(msg, ["petit-patch"]) == (
+        "subj\n\nPetit-Patch: in prose stays\n\nSigned-off-by: A <a@b>\n"
+    )
+    assert gitlib.strip_trailers("subj\n\nPetit-Patch: 1\n", ["Petit-Patch"]) == "subj\n"
+    assert gitlib.strip_trailers("only a subject\n", ["Petit-Patch"]) == "only a subject\n"
 
 
 def test_cone_patterns_hold_direct_files_only():
