@@ -104,13 +104,19 @@ def _run_apply(args, op: str) -> int:
 
 
 def _export_after_rebase(ctx: apply.Context, record: dict) -> int:
+    before = record.get("previous_export")
+    if before is None and ctx.series.base:
+        # A fresh tree: compare with the series as exported, on its own base release.
+        base = ctx.provide_base(ctx.series.base)
+        head = base and refresh.series_at(ctx.tree, ctx.series, base, ctx.series.base)
+        before = [base, head] if head else None
     changed = refresh.refresh(ctx.tree, ctx.series, new_variant=True, keep_three_way=False)
     print(
         "rebase done; patches/ "
         + (f"updated: {', '.join(changed)}" if changed else "unchanged")
         + ("\nrun `make matrix` to check the other releases" if changed else "")
     )
-    _print_range_diff(ctx.tree, record.get("previous_export"))
+    _print_range_diff(ctx.tree, before)
     return 0
 
 

@@ -290,3 +290,33 @@ def what_changed(tree: Path, before: Optional[list]) -> str:
     if head == now:
         return ""
     return gitlib.range_diff(tree, f"{base}..{head}", f"{UPSTREAM_REF}..{now}")
+
+
+def series_at(tree: Path, series: Series, base: str, version: Optional[str]) -> Optional[str]:
+    """The series as patches/ holds it, applied exactly onto `base` (the release it
+    is exported from) as commits, without touching the work tree; its head, or
+    None where a patch does not apply there. The "before" side of a range-diff."""
+    head = base
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        for _, path, _ in series.selected(version):
+            gitlib.run(["read-tree", head], tree, env=env)
+            if gitlib.run(["apply", "--cached", str(path)], tree, env=env, check=False).returncode != 0:
+                return None
+            info = gitlib.run(
+                ["mailinfo", os.path.join(tmp, "msg"), os.path.join(tmp, "patch")],
+                tree,
+                input=path.read_text(),
+            ).stdout
+            fields = dict(line.split(": ", 1) for line in info.splitlines() if ": " in line)
+            body = Path(tmp, "msg").read_text().strip("\n")
+            message = fields.get("Subject", path.stem) + ("\n\n" + body if body else "") + "\n"
+            message = gitlib.add_trailer(tree, message, PATCH_TRAILER, str(path.relative_to(series.root)))
+            written = gitlib.out(["write-tree"], tree, env=env)
+            who = {
+                "GIT_AUTHOR_NAME": fields.get("Author", ""),
+                "GIT_AUTHOR_EMAIL": fields.get("Email", ""),
+                "GIT_AUTHOR_DATE": fields.get("Date", ""),
+            }
+            head = gitlib.out(["commit-tree", written, "-p", head], tree, input=message, env=who)
+    return head

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from .fixtures import QUANT, git
 
@@ -81,6 +82,12 @@ def test_rename_patch_is_exported_as_a_pure_rename(cli):
 def test_rebase_moves_the_series_and_writes_a_new_variant(cli):
     proc = cli("rebase", "--ref", "v0.5.11", "--source", "git")
     assert "rebase done" in proc.stdout
+    # What moved is shown against the series on its base release (git range-diff):
+    # the registration patch's context changed, the other commits are equal.
+    assert "(git range-diff)" in proc.stdout
+    diff = proc.stdout.split("(git range-diff):", 1)[1]
+    marks = re.findall(r"(?m)^\d+:  [0-9a-f]+ ([=!]) ", diff)
+    assert marks == ["=", "=", "!", "="] and "fp8_e4m3" in diff
     # The 3-way merged registration patch becomes a new variant for 0.5.11 on.
     assert (cli.patches / "0003-register-petit-mxfp4" / "0.5.11.patch").exists()
     assert (cli.patches / "0003-register-petit-mxfp4" / "0.5.9.patch").exists()
