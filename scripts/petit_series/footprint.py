@@ -11,7 +11,8 @@ For the patches selected for one release, count per patch and per file:
 A file is upstream's unless an earlier patch of the series created it; a rename
 keeps the origin of its source (`petit.py` -> `petit_nvfp4.py` is upstream code).
 A pure rename has no hunks and counts 0. Everything is computed from the patch
-files; no tree is needed.
+files; no tree is needed, so a `-` line in an upstream file counts even where an
+earlier patch added it (the later patch still edits a file upstream edits too).
 """
 
 from __future__ import annotations
