@@ -5,7 +5,7 @@ PYTHON ?= python3
 SERIES := $(PYTHON) scripts/petit-series
 export SGLANG_REF SGLANG_SOURCE SGLANG_DIR SGLANG_REPO REFS FORCE TESTS JOBS
 
-.PHONY: apply refresh rebase rebase-continue rebase-abort matrix bench test lint pr help
+.PHONY: apply refresh rebase rebase-continue rebase-abort matrix bench footprint test lint pr help
 
 help:
 	@sed -n 's/^## //p' Makefile
@@ -38,6 +38,11 @@ matrix:
 ## bench            time a cold and a warm matrix
 bench:
 	$(SERIES) bench
+
+## footprint        upstream lines and hunks the series deletes or changes, per patch and file
+##                  (SGLANG_REF picks the variants; default the @base release)
+footprint:
+	$(SERIES) footprint
 
 ## test             the test suite (what CI runs)
 test:

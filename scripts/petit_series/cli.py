@@ -7,6 +7,7 @@
     petit-series rebase-abort    [--ref R] [--source S] [--dir D]
     petit-series matrix          [--refs R ...] [--source S] [--jobs N] [--tests]
     petit-series bench
+    petit-series footprint       [--ref R (default the @base release)] [--json]
     petit-series pr              [--ref R (default main)] [--source S] [--dir D]  (see pr.py)
 
 Exit status: 0 done, 1 error (nothing lost), 2 usage, 3 stopped on a conflict.
@@ -239,6 +240,19 @@ def cmd_bench(args) -> int:
     return bench.main(patches=Path(args.patches), build=build_dir(), refs=args.refs)
 
 
+def cmd_footprint(args) -> int:
+    from . import footprint
+
+    patches = series.load(Path(args.patches))
+    version = footprint.release_of(args.ref, patches)
+    result = footprint.compute(patches, version)
+    if args.json:
+        sys.stdout.write(footprint.to_json(args.ref, version, result))
+    else:
+        sys.stdout.write(footprint.to_table(version, result))
+    return 0
+
+
 def cmd_pr(args) -> int:
     from . import pr
 
@@ -290,6 +304,11 @@ def parser() -> argparse.ArgumentParser:
     common(s, ref=False)
     s.add_argument("--refs", nargs="*", default=None)
     s.set_defaults(func=cmd_bench)
+    s = sub.add_parser("footprint", help="upstream lines and hunks the series deletes or changes")
+    s.add_argument("--ref", default=_env("SGLANG_REF"), help="release whose variants count (default @base)")
+    s.add_argument("--patches", default=str(ROOT / "patches"))
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_footprint)
     s = sub.add_parser("pr", help="prepare an upstream SGLang PR from the series (env: see pr.py)")
     common(s)
     s.add_argument("--force", action="store_true", default=_env("FORCE") == "1")

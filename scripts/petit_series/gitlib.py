@@ -399,6 +399,8 @@ class Hunk:
     old_start: int
     old_lines: tuple[str, ...]  # context and removed lines, without the prefix
     new_lines: tuple[str, ...]
+    removed: int = 0  # `-` lines
+    added: int = 0  # `+` lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,6 +511,7 @@ def parse_patch(text: str) -> PatchMail:
             new_count = int(m.group(4) if m.group(4) is not None else 1)
             old: list[str] = []
             new: list[str] = []
+            removed = added = 0
             i += 1
             while (old_count > 0 or new_count > 0) and i < len(lines):
                 body = lines[i]
@@ -521,9 +524,11 @@ def parse_patch(text: str) -> PatchMail:
                 elif tag == "-":
                     old.append(rest)
                     old_count -= 1
+                    removed += 1
                 elif tag == "+":
                     new.append(rest)
                     new_count -= 1
+                    added += 1
                 elif tag == "\\":
                     pass
                 else:
@@ -537,7 +542,7 @@ def parse_patch(text: str) -> PatchMail:
                     f"truncated hunk in {cur['new_path'] or cur['old_path']}: "
                     f"{line.strip()}"
                 )
-            hunks.append(Hunk(line, int(m.group(1)), tuple(old), tuple(new)))
+            hunks.append(Hunk(line, int(m.group(1)), tuple(old), tuple(new), removed, added))
             continue
         if line == "-- ":
             break  # the signature

@@ -92,7 +92,8 @@ def petit_mode():
 @pytest.fixture(autouse=True)
 def _petit_kernel_module(request, monkeypatch):
     """Tests marked ``rocm`` get the real petit_kernel; all others the CPU
-    reference (petit_utils looks the module up in sys.modules on every call)."""
+    reference (petit_utils' MXFP4 helpers import it on every call, so they find
+    whichever module sys.modules holds)."""
     if "rocm" in request.keywords and sgl_cpu.REAL_PETIT is not None:
         monkeypatch.setitem(sys.modules, "petit_kernel", sgl_cpu.REAL_PETIT)
     yield

@@ -37,6 +37,11 @@ def _pu():
     return importlib.import_module(f"{QUANT}.petit_utils")
 
 
+def _mx():
+    """petit_mxfp4, which selects the backend."""
+    return importlib.import_module(f"{QUANT}.petit_mxfp4")
+
+
 def _fresh_triton_module():
     sys.modules.pop(TRITON_MOD, None)
     return importlib.import_module(TRITON_MOD)
@@ -67,9 +72,9 @@ def sgl_has_triton_backend() -> bool:
 
 @pytest.fixture
 def log_lines():
-    """Messages of the petit_utils logger (SGLang may not propagate to root)."""
-    pu = _pu()
-    pu._log_petit_mxfp4_backend.cache_clear()
+    """Messages of the petit_mxfp4 logger (SGLang may not propagate to root)."""
+    mx_mod = _mx()
+    mx_mod._log_petit_mxfp4_backend.cache_clear()
     lines = []
 
     class Collect(logging.Handler):
@@ -77,13 +82,13 @@ def log_lines():
             lines.append(record.getMessage())
 
     handler = Collect(level=logging.INFO)
-    old_level = pu.logger.level
-    pu.logger.addHandler(handler)
-    pu.logger.setLevel(logging.INFO)
+    old_level = mx_mod.logger.level
+    mx_mod.logger.addHandler(handler)
+    mx_mod.logger.setLevel(logging.INFO)
     yield lines
-    pu.logger.removeHandler(handler)
-    pu.logger.setLevel(old_level)
-    pu._log_petit_mxfp4_backend.cache_clear()
+    mx_mod.logger.removeHandler(handler)
+    mx_mod.logger.setLevel(old_level)
+    mx_mod._log_petit_mxfp4_backend.cache_clear()
 
 
 # ------------------------------------------------------------------ kernel
@@ -378,9 +383,8 @@ def test_hot_path_is_one_triton_call(dist_tp1, triton_backend, monkeypatch):
 
 def test_auto_picks_triton_off_rocm(interp, monkeypatch, log_lines):
     monkeypatch.delenv(ENV, raising=False)
-    pu = _pu()
-    assert pu.get_petit_mxfp4_backend() == "triton"
-    assert pu.get_petit_mxfp4_backend() == "triton"
+    assert _mx().get_petit_mxfp4_backend() == "triton"
+    assert _mx().get_petit_mxfp4_backend() == "triton"
     assert lc.petit_mxfp4_config().backend == "triton"
     chosen = [line for line in log_lines if "backend" in line]
     assert len(chosen) == 1, log_lines
@@ -389,7 +393,7 @@ def test_auto_picks_triton_off_rocm(interp, monkeypatch, log_lines):
 
 def test_auto_picks_petit_on_supported_rocm(interp, rocm, monkeypatch, log_lines):
     monkeypatch.setenv(ENV, "auto")
-    assert _pu().get_petit_mxfp4_backend() == "petit"
+    assert _mx().get_petit_mxfp4_backend() == "petit"
     assert lc.petit_mxfp4_config().backend == "petit"
     assert len([line for line in log_lines if "Petit backend" in line]) == 1, log_lines
 
@@ -398,7 +402,7 @@ def test_auto_picks_triton_on_unsupported_arch(interp, monkeypatch, log_lines):
     pu = _pu()
     monkeypatch.setattr(pu, "get_petit_gpu_arch", lambda *a, **k: "gfx1100")
     monkeypatch.delenv(ENV, raising=False)
-    assert pu.get_petit_mxfp4_backend() == "triton"
+    assert _mx().get_petit_mxfp4_backend() == "triton"
     assert any("gfx1100" in line for line in log_lines), log_lines
 
 
@@ -410,7 +414,7 @@ def test_auto_picks_triton_without_petit(interp, rocm, monkeypatch):
 
     monkeypatch.setattr(pu, "_load_petit_kernel", missing)
     monkeypatch.delenv(ENV, raising=False)
-    assert pu.get_petit_mxfp4_backend() == "triton"
+    assert _mx().get_petit_mxfp4_backend() == "triton"
 
 
 def test_forced_petit_without_petit_is_a_clear_error(rocm, monkeypatch):
@@ -445,7 +449,7 @@ def test_forced_triton_where_it_cannot_run(monkeypatch):
 def test_unknown_backend_refused(monkeypatch):
     monkeypatch.setenv(ENV, "cuda")
     with pytest.raises(ValueError, match="auto, petit, triton"):
-        _pu().get_petit_mxfp4_backend()
+        _mx().get_petit_mxfp4_backend()
 
 
 def test_layer_non_contiguous_input(dist_tp1, triton_backend):
