@@ -264,6 +264,11 @@ def cmd_next_release(args) -> int:
     rc = _run_apply(args, "apply")
     if rc != 0:
         print(f"next-release check FAILED: the series does not apply to {label}; report: {report}")
+        if rc == EXIT_CONFLICT:
+            print(
+                f"(to try a resolution there: resolve in {tree}, `git add`, then "
+                f"`make rebase-continue SGLANG_SOURCE={tree} SGLANG_REF={label}`)"
+            )
         return rc
     record = apply.load_record(tree)
     problems = nextrel.check(record)
