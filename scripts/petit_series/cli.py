@@ -250,6 +250,15 @@ def cmd_next_release(args) -> int:
     cache = upstream.Cache(cache_dir())
     patches = series.load(Path(args.patches))
     fixture = nextrel.load_fixture(Path(args.fixture))
+    try:
+        newest = upstream.default_ref(cache)
+    except upstream.UpstreamError:
+        newest = None
+    if newest and versions.key(newest) > versions.key(fixture.base):
+        print(
+            f"note: PyPI has {newest}, newer than the fixture's base {fixture.base}; "
+            f"refresh {args.fixture} (see its README) so it stays ahead of the newest release"
+        )
     tree, label, commit = nextrel.build(cache, fixture, build_dir() / "next-release", args.label)
     print(
         f"next release {label}: {fixture.base} from PyPI + {len(fixture.files)} upstream "

@@ -152,3 +152,10 @@ def test_default_label_is_the_pre_release_after_base():
 def test_the_repository_fixture_is_consistent():
     fx = nextrel.load_fixture(Path(__file__).resolve().parents[1] / "next_release")
     assert fx.files and all(m["repo"] == "sgl-project/sglang" and len(m["commit"]) == 40 for m in fx.files.values())
+
+
+def test_a_fixture_behind_the_newest_release_is_flagged(cli, tmp_path):
+    fx = make_fixture(tmp_path, moved_methods())
+    proc = cli("next-release", "--fixture", str(fx), "--build-only")
+    # The synthetic PyPI's newest release is 0.5.15; the fixture sits on 0.5.13.
+    assert "note: PyPI has v0.5.15, newer than the fixture's base 0.5.13" in proc.stdout
