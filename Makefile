@@ -3,9 +3,9 @@
 # REFS (matrix), FORCE=1 (apply over a branch with unexported commits).
 PYTHON ?= python3
 SERIES := $(PYTHON) scripts/petit-series
-export SGLANG_REF SGLANG_SOURCE SGLANG_DIR SGLANG_REPO REFS FORCE TESTS JOBS
+export SGLANG_REF SGLANG_SOURCE SGLANG_DIR SGLANG_REPO REFS FORCE TESTS JOBS NEXT_LABEL
 
-.PHONY: apply refresh rebase rebase-continue rebase-abort matrix bench footprint test lint pr help
+.PHONY: apply refresh rebase rebase-continue rebase-abort matrix bench footprint next-release test lint pr help
 
 help:
 	@sed -n 's/^## //p' Makefile
@@ -43,6 +43,11 @@ bench:
 ##                  (SGLANG_REF picks the variants; default the @base release)
 footprint:
 	$(SERIES) footprint
+
+## next-release     the series on upstream's files past the newest release (tests/next_release)
+##                  -> build/next-release/v<label>; fails if a patch needs more than a 3-way merge
+next-release:
+	$(SERIES) next-release
 
 ## test             the test suite (what CI runs)
 test:

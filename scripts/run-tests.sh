@@ -7,9 +7,13 @@
 #     ref from SGLANG_SOURCE, as the nightly job does): apply, then a refresh
 #     check that must change nothing (a patch that the tree reproduces the way
 #     apply applied it, 3-way merge included, keeps its bytes);
-#  3. the series' own tests (tests/series) in a CPU SGLang environment per release.
+#  3. the series' own tests (tests/series) in a CPU SGLang environment per release;
+#  4. the next release (tests/next_release: upstream's files past the newest PyPI
+#     release laid over it): the series must apply with at most 3-way merges, then
+#     tests/series run on it in the base release's environment.
 #
-# Set TEST_SERIES=0 to skip step 3 (it builds a ~6 GiB torch environment once).
+# Set TEST_SERIES=0 to skip step 3 and the tests of step 4 (they build a ~6 GiB
+# torch environment once); TEST_NEXT=0 skips step 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +28,7 @@ else
   SOURCE=pypi
 fi
 TEST_SERIES=${TEST_SERIES:-1}
+TEST_NEXT=${TEST_NEXT:-1}
 
 if ! "$TOOLS/bin/python" -c "import pytest, yaml" 2>/dev/null; then
   echo "== creating $TOOLS"
@@ -53,4 +58,19 @@ if [ "$TEST_SERIES" = 1 ]; then
     echo "-- $ref (environment: sglang $version)"
     PYTHONPATH=scripts "$PYTHON" -m petit_series.harness test --version "$version" --tree "$tree"
   done
+fi
+
+if [ "$TEST_NEXT" = 1 ]; then
+  read -r next_base next_label < <(PYTHONPATH=scripts "$PYTHON" -c '
+import os, pathlib
+from petit_series import nextrel
+f = nextrel.load_fixture(pathlib.Path("tests/next_release"))
+print(f.base, os.environ.get("NEXT_LABEL") or nextrel.default_label(f.base))')
+  echo "== 4. the next release $next_label: tests/next_release over sglang $next_base from PyPI;"
+  echo "   the series must apply with at most 3-way merges, then tests/series run on it"
+  "$PYTHON" scripts/petit-series next-release --label "$next_label"
+  if [ "$TEST_SERIES" = 1 ]; then
+    echo "-- $next_label (environment: sglang $next_base)"
+    PYTHONPATH=scripts "$PYTHON" -m petit_series.harness test --version "$next_base" --tree "build/next-release/v$next_label"
+  fi
 fi

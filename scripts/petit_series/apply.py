@@ -18,7 +18,9 @@ operation is in progress, `record.json` for the last finished one, and
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -158,6 +160,55 @@ def stamp(tree: Path, patch_file: str) -> str:
     return new
 
 
+def _patch_version(tree: Path, base: str, patch: Path, fp: gitlib.FilePatch) -> Optional[str]:
+    """The content the patch gives `fp.new_path` when applied to `base` without
+    upstream's own file there (a scratch index; the tree is not touched)."""
+    with tempfile.TemporaryDirectory(prefix="petit-own-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        gitlib.run(["read-tree", base], tree, env=env)
+        gitlib.run(["update-index", "--force-remove", fp.new_path], tree, env=env)
+        include = [f"--include={p}" for p in fp.paths]
+        if gitlib.ok(["apply", "--cached", *include, str(patch)], tree, env=env):
+            proc = gitlib.run(["show", f":{fp.new_path}"], tree, env=env, check=False)
+            if proc.returncode == 0:
+                return proc.stdout
+    if fp.old_path is None:  # a new file: its hunks are the whole content
+        return "".join(line + "\n" for hunk in fp.hunks for line in hunk.new_lines)
+    return None
+
+
+def _upstream_versions(
+    tree: Path, base: str, mail: gitlib.PatchMail, patch: Path, excluded: list[str]
+) -> list[dict]:
+    """Files the patch creates (new, or a rename's target) that upstream already has:
+    each with a unified diff from the patch's version to upstream's."""
+    found = []
+    for fp in mail.files:
+        new = fp.new_path
+        if new is None or new == fp.old_path or new in excluded:
+            continue
+        theirs = _read_file_at(tree, base, new)
+        if theirs is None:
+            continue
+        ours = _patch_version(tree, base, patch, fp)
+        how = "creates it" if fp.old_path is None else f"renames `{fp.old_path}` to it"
+        diff = "".join(
+            difflib.unified_diff(
+                (ours or "").splitlines(keepends=True),
+                theirs.splitlines(keepends=True),
+                f"a/{new} (the patch's version)",
+                f"b/{new} (upstream's version)",
+            )
+        )
+        found.append({"file": new, "how": how, "identical": ours == theirs, "diff": diff})
+    return found
+
+
+def _read_file_at(tree: Path, commit: str, path: str) -> Optional[str]:
+    proc = gitlib.run(["show", f"{commit}:{path}"], tree, check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
 def apply_one(ctx: Context, name: str, path: Path, floor: Optional[str]) -> dict:
     """Apply one patch file as a commit; returns its result record.
 
@@ -213,6 +264,11 @@ def apply_one(ctx: Context, name: str, path: Path, floor: Optional[str]) -> dict
     result["status"] = "conflict"
     result["files"] = conflicted or sorted({fp.path for fp in mail.files} - set(excluded))
     result["hunks"] = _failing_hunks(forward, mail)
+    own = _upstream_versions(tree, result["parent"], mail, path, excluded)
+    if own:
+        result["upstream_versions"] = own
+        mine = {o["file"] for o in own}
+        result["hunks"] = [h for h in result["hunks"] if h["file"] not in mine]
     result["three_way"] = "lacks the necessary blob" not in proc.stderr
     if not result["three_way"]:
         result["note"] = "3-way merge impossible: the patch's preimage blobs are not in this repository"
@@ -249,6 +305,8 @@ def _describe(result: dict) -> str:
         text += f": {', '.join(result['excluded'])}"
     if status == "conflict":
         text += f" in {', '.join(result['files'])}"
+        for own in result.get("upstream_versions", []):
+            text += f"; upstream has its own version of {own['file']}"
     return text
 
 

@@ -8,6 +8,7 @@
     petit-series matrix          [--refs R ...] [--source S] [--jobs N] [--tests]
     petit-series bench
     petit-series footprint       [--ref R (default the @base release)] [--json]
+    petit-series next-release    [--label L] [--fixture DIR] [--build-only]
     petit-series pr              [--ref R (default main)] [--source S] [--dir D]  (see pr.py)
 
 Exit status: 0 done, 1 error (nothing lost), 2 usage, 3 stopped on a conflict.
@@ -270,6 +271,58 @@ def cmd_pr(args) -> int:
     )
 
 
+def cmd_next_release(args) -> int:
+    """Build the next-release tree (tests/next_release over the newest PyPI
+    snapshot), apply the series to it and check that no patch needed more than a
+    3-way merge."""
+    from . import nextrel
+
+    cache = upstream.Cache(cache_dir())
+    patches = series.load(Path(args.patches))
+    fixture = nextrel.load_fixture(Path(args.fixture))
+    try:
+        newest = upstream.default_ref(cache)
+    except upstream.UpstreamError:
+        newest = None
+    if newest and versions.key(newest) > versions.key(fixture.base):
+        print(
+            f"note: PyPI has {newest}, newer than the fixture's base {fixture.base}; "
+            f"refresh {args.fixture} (see its README) so it stays ahead of the newest release"
+        )
+    tree, label, commit = nextrel.build(cache, fixture, build_dir() / "next-release", args.label)
+    print(
+        f"next release {label}: {fixture.base} from PyPI + {len(fixture.files)} upstream "
+        f"file(s) + {len(fixture.fixups)} fixup(s) -> {tree} (commit {commit[:12]})"
+    )
+    if args.build_only:
+        return 0
+    for floor in nextrel.needed_floors(patches, label):
+        cache.materialize_pypi(floor)  # the preimages 3-way merges need
+    args.source, args.ref, args.dir = str(tree), label, None
+    report = build_dir() / "reports" / f"{versions.safe_ref_name(label)}.md"
+    rc = _run_apply(args, "apply")
+    if rc != 0:
+        print(f"next-release check FAILED: the series does not apply to {label}; report: {report}")
+        if rc == EXIT_CONFLICT:
+            print(
+                f"(to try a resolution there: resolve in {tree}, `git add`, then "
+                f"`make rebase-continue SGLANG_SOURCE={tree} SGLANG_REF={label}`)"
+            )
+        return rc
+    record = apply.load_record(tree)
+    problems = nextrel.check(record)
+    if problems:
+        print(f"next-release check FAILED: {'; '.join(problems)}; report: {report}")
+        return EXIT_ERROR
+    merged = [r["name"] for r in record["results"] if r["status"] == "applied-3way"]
+    print(
+        f"next-release check OK: {label}: "
+        + (f"3-way merged: {', '.join(merged)}" if merged else "no 3-way merge needed")
+        + f"; patched tree: {tree}"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="petit-series", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -309,6 +362,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--patches", default=str(ROOT / "patches"))
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_footprint)
+    s = sub.add_parser("next-release", help="the series on upstream's files past the newest release")
+    common(s, ref=False)
+    s.add_argument("--label", default=_env("NEXT_LABEL"), help="its version (default <base+1>.dev0)")
+    s.add_argument("--fixture", default=str(ROOT / "tests" / "next_release"))
+    s.add_argument("--build-only", action="store_true", help="build the tree, apply nothing")
+    s.set_defaults(func=cmd_next_release)
     s = sub.add_parser("pr", help="prepare an upstream SGLang PR from the series (env: see pr.py)")
     common(s)
     s.add_argument("--force", action="store_true", default=_env("FORCE") == "1")

@@ -50,16 +50,63 @@ def to_markdown(record: dict) -> str:
             lines.append(f"- `{hunk['file']}` `{hunk['hunk']}`: {hunk['why']}")
         if res.get("note"):
             lines.append(f"- {res['note']}")
+        lines += _upstream_version_lines(res)
         if res.get("upstream_changes"):
             lines += ["", "Upstream changes to these files since the patch's base:", ""]
             lines += [f"- {c}" for c in res["upstream_changes"]]
-        lines += [
-            "",
-            "To resolve: edit the conflicted files in the tree, `git add` them, then run "
-            f"`make rebase-continue SGLANG_REF={record['ref']}`; to roll back, "
-            f"`make rebase-abort SGLANG_REF={record['ref']}`.",
-        ]
+        lines += ["", _resolution_hint(res, record["ref"])]
     return "\n".join(lines) + "\n"
+
+
+# Lines of an "upstream has its own version" diff shown in report.md (report.json
+# holds it whole).
+DIFF_LINES_SHOWN = 40
+
+
+def _upstream_version_lines(res: dict) -> list[str]:
+    lines = []
+    for own in res.get("upstream_versions", []):
+        path = own["file"]
+        if own.get("identical"):
+            lines.append(
+                f"- upstream has its own version of `{path}` (the patch {own['how']}); "
+                "it is identical to the patch's"
+            )
+            continue
+        diff = own["diff"].splitlines()
+        lines += [
+            f"- upstream has its own version of `{path}` (the patch {own['how']}); "
+            f"the patch's version against upstream's ({len(diff)} lines"
+            + (f", the first {DIFF_LINES_SHOWN} here, all in report.json" if len(diff) > DIFF_LINES_SHOWN else "")
+            + "):",
+            "",
+            "```diff",
+            *diff[:DIFF_LINES_SHOWN],
+        ]
+        if len(diff) > DIFF_LINES_SHOWN:
+            lines.append(f"... {len(diff) - DIFF_LINES_SHOWN} more lines in report.json")
+        lines += ["```", ""]
+    return lines
+
+
+def _resolution_hint(res: dict, ref: str) -> str:
+    cont = f"`make rebase-continue SGLANG_REF={ref}`"
+    abort = f"`make rebase-abort SGLANG_REF={ref}`"
+    own = [o["file"] for o in res.get("upstream_versions", [])]
+    if not own:
+        return (
+            "To resolve: edit the conflicted files in the tree, `git add` them, then run "
+            f"{cont}; to roll back, {abort}."
+        )
+    paths = " ".join(own)
+    return (
+        f"To resolve: upstream now has its own `{'`, `'.join(own)}`. Either keep upstream's "
+        f"(`git checkout --ours -- {paths} && git add {paths}`; the rest of the patch stays "
+        "staged) or merge the patch's version into it by hand and `git add` it; then run "
+        f"{cont}. If keeping upstream's leaves the patch with nothing to commit, the series "
+        f"no longer needs it: {abort}, remove it from `patches/series` and apply again. "
+        f"To roll back, {abort}."
+    )
 
 
 def write(directory: Path, record: dict) -> None:

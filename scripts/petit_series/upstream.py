@@ -246,8 +246,12 @@ def from_path(path: Path, ref: Optional[str]) -> Upstream:
         raise UpstreamError(f"{path} has no commit {rev!r}")
     version = versions.normalize(ref) if ref and versions.is_version(ref) else _checkout_version(path, commit)
     label = ref or (versions.tag(version) if version else "local")
+    # A checkout of a snapshot this tool built (a PyPI release, the next-release
+    # fixture) is as partial as the snapshot: its commit says so.
+    coverage = _trailers(gitlib.out(["log", "-1", "--format=%B", commit], path)).get("Petit-Coverage")
     return Upstream(
         ref=label, commit=commit, version=version, source="path", repo=path,
+        coverage=tuple(coverage.split(",")) if coverage else None,
         detail=f"local checkout {path}",
     )
 

@@ -85,6 +85,22 @@ RELEASES = {
 }
 
 
+# Releases tagged on a side branch off v0.5.15 (main and the PyPI index are left as
+# they are): upstream already carries its own version of a file the series creates.
+OWN_NVFP4 = '''"""Upstream's own NVFP4 module."""
+
+
+class PetitNvFp4Config:
+    name = "petit_nvfp4"
+    backend = "upstream"
+'''
+OWN_TEST = "def test_upstream_own():\n    assert 1 + 1 == 2\n"
+GIT_ONLY_RELEASES = {
+    "0.5.16": {f"{QUANT}/petit_nvfp4.py": OWN_NVFP4},  # 0001 renames petit.py onto it
+    "0.5.17": {"test/registered/test_petit_mxfp4.py": OWN_TEST},  # 0004 creates it
+}
+
+
 def make_upstream(root: Path) -> Path:
     """A work repo with tags v0.5.9 ... and a bare clone to fetch from."""
     work = root / "upstream-work"
@@ -104,6 +120,15 @@ def make_upstream(root: Path) -> Path:
         git(work, "add", "-A")
         git(work, "commit", "-q", "-m", f"release {version}")
         git(work, "tag", f"v{version}")
+    for version, files in GIT_ONLY_RELEASES.items():
+        git(work, "checkout", "-q", "--detach", "v0.5.15")
+        for rel, text in files.items():
+            _write(work, rel, text)
+        _write(work, "python/sglang/version.py", f'__version__ = "{version}"\n')
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", f"release {version}")
+        git(work, "tag", f"v{version}")
+    git(work, "checkout", "-q", "main")
     bare = root / "upstream.git"
     git(root, "clone", "-q", "--bare", str(work), str(bare))
     return work
