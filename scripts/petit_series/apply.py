@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import gitlib, report, versions
+from . import gitlib, hints, report, versions
 from .locking import FileLock
 from .series import Series
 from . import upstream as upstream_mod
@@ -276,10 +276,10 @@ def _precheck(ctx: Context, force: bool) -> Optional[dict]:
     tree = ctx.tree
     state = load_state(tree)
     if state and state["status"] == "conflict":
+        cont, abort = hints.resume_commands(tree, state["ref"], state.get("source"))
         raise ApplyError(
             f"{tree}: a series {state['op']} stopped on a conflict in "
-            f"{state['results'][-1]['name']}; resolve it and run `make rebase-continue "
-            f"SGLANG_REF={state['ref']}`, or `make rebase-abort SGLANG_REF={state['ref']}`"
+            f"{state['results'][-1]['name']}; resolve it and run `{cont}`, or `{abort}`"
         )
     if state is None and gitlib.am_in_progress(tree):
         raise ApplyError(f"{tree}: a `git am` not started by this tool is in progress; finish it first")
@@ -311,7 +311,8 @@ def _precheck(ctx: Context, force: bool) -> Optional[dict]:
             raise ApplyError(
                 f"branch {ctx.branch} in {tree} has commits that are not in patches/ "
                 f"(head {head[:12]}, last applied {record.get('head', '?')[:12]}); export them "
-                f"with `make refresh SGLANG_REF={ctx.upstream.ref}` or pass FORCE=1 to discard them"
+                f"with `{hints.make_command('refresh', tree, ctx.upstream.ref, ctx.upstream.source)}` "
+                "or pass FORCE=1 to discard them"
             )
     return None
 
@@ -382,7 +383,7 @@ def _continue_from(ctx: Context, state: dict) -> dict:
             state["status"] = "conflict"
             state["results"].append(exc.result)
             _write_json(state_dir(tree) / "state.json", state)
-            report.write(state_dir(tree), state)
+            report.write(state_dir(tree), state, tree=tree)
             say(ctx.quiet, f"{prefix}: {_describe(exc.result)}")
             raise
         if result["status"] in APPLIED:
@@ -401,7 +402,7 @@ def _finish(ctx: Context, state: dict) -> dict:
     record = {k: v for k, v in state.items() if k not in ("next", "orig_head", "orig_branch")}
     _write_json(state_dir(tree) / "record.json", record)
     (state_dir(tree) / "state.json").unlink(missing_ok=True)
-    report.write(state_dir(tree), record)
+    report.write(state_dir(tree), record, tree=tree)
     say(ctx.quiet, report.summary_line(record))
     return record
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from . import gitlib, versions
+from . import gitlib, hints, versions
 from .apply import UPSTREAM_REF, ApplyError, load_record, load_state
 from .series import Series
 
@@ -46,11 +46,16 @@ def refresh(tree: Path, series: Series, *, new_variant: bool = False, check: boo
     With `new_variant`, a changed variant patch is written as a new variant named
     by the tree's release instead of overwriting the variant it came from.
     """
-    if load_state(tree):
-        raise ApplyError(f"{tree}: a series operation is in progress; continue or abort it first")
+    state = load_state(tree)
+    if state:
+        cont, abort = hints.resume_commands(tree, state.get("ref"), state.get("source"))
+        raise ApplyError(
+            f"{tree}: a series operation is in progress; finish it with `{cont}` "
+            f"or roll it back with `{abort}` first"
+        )
     record = load_record(tree)
     if record is None:
-        raise ApplyError(f"{tree}: no applied series here; run `make apply` first")
+        raise ApplyError(f"{tree}: no applied series here; run `make apply` for it first")
     version = record.get("version")
     by_subject = {r["subject"]: r for r in record["results"] if r.get("subject")}
     entries = {e.name: e for e in series.entries}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Optional
+
+from . import hints
 
 
 def summary_line(record: dict) -> str:
@@ -14,7 +17,8 @@ def summary_line(record: dict) -> str:
     return f"{verdict}: {record['ref']}: " + ", ".join(parts)
 
 
-def to_markdown(record: dict) -> str:
+def to_markdown(record: dict, tree: Optional[Path] = None) -> str:
+    """The report; `tree` (where the series ran) lets it name the commands to resume."""
     lines = [
         f"# Series on SGLang {record['ref']}: {record['status']}",
         "",
@@ -53,16 +57,21 @@ def to_markdown(record: dict) -> str:
         if res.get("upstream_changes"):
             lines += ["", "Upstream changes to these files since the patch's base:", ""]
             lines += [f"- {c}" for c in res["upstream_changes"]]
+        if tree is not None:
+            cont, abort = hints.resume_commands(tree, record["ref"], record.get("source"))
+        else:
+            cont = f"make rebase-continue SGLANG_REF={record['ref']}"
+            abort = f"make rebase-abort SGLANG_REF={record['ref']}"
         lines += [
             "",
-            "To resolve: edit the conflicted files in the tree, `git add` them, then run "
-            f"`make rebase-continue SGLANG_REF={record['ref']}`; to roll back, "
-            f"`make rebase-abort SGLANG_REF={record['ref']}`.",
+            "To resolve: edit the conflicted files in the tree"
+            + (f" (`{tree}`)" if tree is not None else "")
+            + f", `git add` them, then run `{cont}`; to roll back, `{abort}`.",
         ]
     return "\n".join(lines) + "\n"
 
 
-def write(directory: Path, record: dict) -> None:
+def write(directory: Path, record: dict, tree: Optional[Path] = None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    (directory / "report.md").write_text(to_markdown(record))
+    (directory / "report.md").write_text(to_markdown(record, tree))

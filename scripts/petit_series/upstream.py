@@ -232,7 +232,9 @@ def from_path(path: Path, ref: Optional[str]) -> Upstream:
             f"{path} is not a git checkout; run `git init && git add -A && git commit` "
             "there first, or use SGLANG_SOURCE=pypi"
         )
-    if gitlib.am_in_progress(path):
+    # A `git am` this tool stopped is refused later, with the commands to resume it.
+    ours = (gitlib.git_dir_of(path) / "petit-series" / "state.json").exists()
+    if gitlib.am_in_progress(path) and not ours:
         raise UpstreamError(f"{path}: a `git am` is in progress there; finish or abort it first")
     rev = ref or "HEAD"
     commit = gitlib.rev_parse(path, rev)
@@ -244,26 +246,60 @@ def from_path(path: Path, ref: Optional[str]) -> Upstream:
             print(f"note: {path} has no tag {versions.tag(ref)}; applying to its HEAD as release {versions.normalize(ref)}")
     if commit is None:
         raise UpstreamError(f"{path} has no commit {rev!r}")
-    version = versions.normalize(ref) if ref and versions.is_version(ref) else _checkout_version(path, commit)
-    label = ref or (versions.tag(version) if version else "local")
+    if ref and versions.is_version(ref):
+        version = versions.normalize(ref)
+    else:
+        version, why = _checkout_version(path, commit)
+        if version is None:
+            at = f" (at {ref}; check that out first)" if ref else ""
+            raise UpstreamError(
+                f"cannot tell which SGLang release {path} is; name it: SGLANG_REF=v0.5.x{at}. "
+                "It has no release tag before its commit, no python/sglang/_version.py "
+                "naming a release and no python/sglang/version.py. Nothing was changed."
+            )
+        print(f"note: {path} taken as SGLang {version}: {why}; if that is wrong, name it: SGLANG_REF=v0.5.x")
+    problem = versions.unsupported(version, allow_pre=True)
+    if problem:
+        raise UpstreamError(f"{path}: {problem}")
+    label = ref or versions.tag(version)
     return Upstream(
         ref=label, commit=commit, version=version, source="path", repo=path,
         detail=f"local checkout {path}",
     )
 
 
-def _checkout_version(path: Path, commit: str) -> Optional[str]:
-    """The release of a checkout: its nearest tag, else the version file that an
-    installed (editable) SGLang writes, else None (the newest variants apply)."""
-    described = gitlib.run(["describe", "--tags", "--abbrev=0", commit], path, check=False)
-    if described.returncode == 0 and versions.is_version(described.stdout.strip()):
-        return versions.normalize(described.stdout.strip())
+_VERSION_ASSIGN = re.compile(r"""__version__\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""")
+
+
+def _checkout_version(path: Path, commit: str) -> tuple[Optional[str], str]:
+    """The release of a checkout and how it was found, or (None, "").
+
+    In order: the nearest release tag (`git describe`); the `_version.py` that an
+    installed (editable) SGLang writes, when it names a release; the
+    `python/sglang/version.py` that some releases track.
+    """
+    described = gitlib.run(
+        ["describe", "--tags", "--abbrev=0", "--match", "v[0-9]*", commit], path, check=False
+    )
+    tag = described.stdout.strip()
+    if described.returncode == 0 and versions.is_version(tag):
+        ahead = gitlib.out(["rev-list", "--count", f"{tag}..{commit}"], path)
+        where = "its commit is that tag" if ahead == "0" else f"{ahead} commits after that tag"
+        return versions.normalize(tag), f"nearest release tag {tag} (`git describe`; {where})"
     generated = path / "python" / "sglang" / "_version.py"
     if generated.is_file():
-        m = re.search(r"""__version__\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", generated.read_text())
+        m = _VERSION_ASSIGN.search(generated.read_text(errors="replace"))
+        # A setuptools-scm dev version (`0.5.10.dev3+g...`) names no release.
+        if m and versions.is_final(m.group(1)):
+            return versions.normalize(m.group(1)), (
+                "python/sglang/_version.py (written when it was installed)"
+            )
+    tracked = gitlib.run(["show", f"{commit}:python/sglang/version.py"], path, check=False)
+    if tracked.returncode == 0:
+        m = _VERSION_ASSIGN.search(tracked.stdout)
         if m and versions.is_version(m.group(1)):
-            return versions.normalize(m.group(1))
-    return None
+            return versions.normalize(m.group(1)), "python/sglang/version.py"
+    return None, ""
 
 
 def resolve(
@@ -277,6 +313,10 @@ def resolve(
     """Find or build the upstream tree for `ref` from the chosen source."""
     if source not in SOURCES:
         return from_path(Path(source), ref)
+    if ref is not None and versions.is_version(ref):
+        problem = versions.unsupported(ref)
+        if problem:  # before any download
+            raise UpstreamError(problem)
     cache.ensure()
     if ref is None:
         ref = default_ref(cache)
