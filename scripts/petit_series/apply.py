@@ -56,6 +56,7 @@ class Context:
     provide_base: Callable[[str], Optional[str]] = lambda version: None
     explain: Callable[[Optional[str], list], list] = lambda version, files: []
     quiet: bool = False
+    check_upstream: Callable[[], None] = lambda: None  # objects sound before checkout
 
     @property
     def branch(self) -> str:
@@ -73,6 +74,7 @@ def make_context(
         provide_base=upstream_mod.base_provider(cache, up, repo),
         explain=upstream_mod.history_explainer(cache, up, repo),
         quiet=quiet,
+        check_upstream=upstream_mod.snapshot_checker(cache, up, repo),
     )
 
 
@@ -347,6 +349,7 @@ def run_series(ctx: Context, *, op: str = "apply", force: bool = False) -> dict:
         else:
             orig_head = gitlib.rev_parse(tree, f"refs/heads/{ctx.branch}")
             orig_branch = _current_branch(tree)
+        ctx.check_upstream()
         gitlib.run(["update-ref", UPSTREAM_REF, ctx.upstream.commit], tree)
         gitlib.run(["checkout", "--quiet", "--force", "-B", ctx.branch, ctx.upstream.commit], tree)
         state = _new_state(ctx, orig_head, orig_branch, op)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import gitlib, pypi, versions
+from . import gitlib, objcheck, pypi, versions
 from .locking import FileLock
 
 DEFAULT_REPO = "https://github.com/sgl-project/sglang.git"
@@ -57,6 +57,7 @@ class Cache:
     def __init__(self, root: Path):
         self.root = root
         self.git_dir = root / "upstream.git"
+        self._sound: set[str] = set()  # snapshot commits checked by this process
 
     def ensure(self) -> None:
         if not (self.git_dir / "HEAD").exists():
@@ -90,6 +91,7 @@ class Cache:
         version = versions.normalize(version)
         ref = f"refs/pypi/{versions.tag(version)}"
         with self.lock():
+            self._drop_corrupt_tip(ref)
             commit = self.resolve(ref)
             if commit is None:
                 commit = self._build_pypi_commit(version, ref)
@@ -105,7 +107,72 @@ class Cache:
             detail=f"{trailers.get('Petit-File', '?')} (sha256 verified)",
         )
 
-    def _build_pypi_commit(self, version: str, ref: str) -> str:
+    def _drop_corrupt_tip(self, ref: str) -> bool:
+        """A snapshot ref whose commit object is corrupt: drop both (it is rebuilt)."""
+        proc = gitlib.run(["show-ref", "--hash", "--verify", ref], git_dir=self.git_dir, check=False)
+        oid = proc.stdout.strip()
+        if proc.returncode != 0 or not oid:
+            return False
+        why = objcheck.is_sound_object(self.git_dir, oid)
+        if why is None:
+            return False
+        objcheck.drop(self.git_dir, [objcheck.BadObject(oid, "", why)])
+        gitlib.run(["update-ref", "-d", ref], git_dir=self.git_dir, check=False)
+        log(f"cache: the commit of {ref} in {self.git_dir} was corrupt ({why}); rebuilding it")
+        return True
+
+    def check_snapshot(self, up: "Upstream", repo_url: str) -> None:
+        """Check every object of a cached snapshot; rebuild the snapshot when one is bad.
+
+        Raises UpstreamError when it cannot be rebuilt. Each commit is checked once
+        per process (about 0.5 s for a 6,000-object release; see objcheck).
+        """
+        if up.source not in ("pypi", "git") or up.commit in self._sound:
+            return
+        if objcheck.check_commit(self.git_dir, up.commit):
+            with self.lock():
+                bad = objcheck.check_commit(self.git_dir, up.commit)  # another run may have fixed it
+                if bad:
+                    self._rebuild(up, repo_url, bad)
+        self._sound.add(up.commit)
+
+    def _rebuild(self, up: "Upstream", repo_url: str, bad: list) -> None:
+        what = objcheck.describe(bad)
+        where = f"the cached snapshot of {up.ref} ({self.git_dir})"
+        objcheck.drop(self.git_dir, bad)
+        try:
+            if up.source == "pypi":
+                ref = f"refs/pypi/{versions.tag(up.version)}"
+                gitlib.run(["update-ref", "-d", ref], git_dir=self.git_dir, check=False)
+                commit = self._build_pypi_commit(up.version, ref, quiet=True)
+                origin = _trailers(self.message(commit)).get("Petit-File", "PyPI") + " (sha256 verified)"
+            else:
+                local = f"refs/git/{versions.safe_ref_name(up.ref)}"
+                want = _remote_name(up)
+                gitlib.run(["update-ref", "-d", local], git_dir=self.git_dir, check=False)
+                proc = gitlib.run(
+                    ["fetch", "--quiet", "--no-tags", "--refetch", "--depth=1", repo_url, f"+{want}:{local}"],
+                    git_dir=self.git_dir, check=False,
+                )
+                if proc.returncode != 0:
+                    raise UpstreamError(f"git fetch {want} from {repo_url} failed: {proc.stderr.strip()}")
+                commit = self.resolve(local)
+                origin = f"{repo_url} {want} (fetched again)"
+        except (UpstreamError, gitlib.GitError) as exc:
+            raise UpstreamError(
+                f"{where} has {what}; they were removed, but rebuilding it failed: {exc}. "
+                "Run again when that is fixed; nothing else was changed"
+            ) from exc
+        still = objcheck.check_commit(self.git_dir, up.commit)
+        if commit != up.commit or still:
+            detail = objcheck.describe(still) if still else f"it is now {str(commit)[:12]}, not {up.commit[:12]}"
+            raise UpstreamError(
+                f"{where} had {what} and could not be rebuilt ({detail}); remove {self.git_dir} "
+                "and run again"
+            )
+        log(f"cache: {where} had {what}; rebuilt it from {origin}")
+
+    def _build_pypi_commit(self, version: str, ref: str, quiet: bool = False) -> str:
         try:
             index = self.pypi_index()
         except pypi.PypiError as exc:
@@ -116,7 +183,8 @@ class Cache:
             hint = f" Did you mean: {', '.join('v' + n for n in near)}?" if near else ""
             raise UpstreamError(f"sglang {version} is not on PyPI.{hint}")
         release = pypi.pick_file(index, version)
-        log(f"  downloading {release.filename} from PyPI")
+        if not quiet:
+            log(f"  downloading {release.filename} from PyPI")
         try:
             archive = pypi.download(release, self.root)
         except pypi.PypiError as exc:
@@ -154,7 +222,8 @@ class Cache:
         }
         commit = gitlib.out(["commit-tree", tree, "-m", message], git_dir=self.git_dir, env=env)
         gitlib.run(["update-ref", ref, commit], git_dir=self.git_dir)
-        log(f"  built {versions.tag(version)} from {release.filename} ({count} files)")
+        if not quiet:
+            log(f"  built {versions.tag(version)} from {release.filename} ({count} files)")
         return commit
 
     # -- git --------------------------------------------------------------
@@ -189,11 +258,12 @@ class Cache:
                 hint = f" Did you mean: {', '.join(near)}?" if near else ""
                 raise UpstreamError(f"{url} has no tag or branch {name!r}.{hint}")
             want = remote or name
+            dropped = self._drop_corrupt_tip(local)
             cached = self.resolve(local)
             if cached and remote and refs.get(remote) in (cached, None):
                 commit = cached
             else:
-                args = ["fetch", "--quiet", "--no-tags"]
+                args = ["fetch", "--quiet", "--no-tags"] + (["--refetch"] if dropped else [])
                 if depth:
                     args.append(f"--depth={depth}")
                 proc = gitlib.run(
@@ -360,15 +430,28 @@ def base_provider(cache: Cache, upstream: Upstream, repo_url: str) -> Callable[[
 
     def provide(version: str) -> Optional[str]:
         try:
+            base = None
             if upstream.source == "pypi":
-                return cache.materialize_pypi(version).commit
-            if upstream.source == "git":
-                return cache.materialize_git(repo_url, version).commit
+                base = cache.materialize_pypi(version)
+            elif upstream.source == "git":
+                base = cache.materialize_git(repo_url, version)
+            if base is not None:
+                cache.check_snapshot(base, repo_url)
+                return base.commit
         except UpstreamError as exc:
             log(f"  note: preimages of {version} unavailable ({exc})")
         return None
 
     return provide
+
+
+def snapshot_checker(cache: Cache, upstream: Upstream, repo_url: str) -> Callable[[], None]:
+    """A function that checks (and if need be rebuilds) the snapshot before it is used."""
+
+    def check() -> None:
+        cache.check_snapshot(upstream, repo_url)
+
+    return check
 
 
 def _changes(git_dir: Path, base: str, target: str, files: list[str]) -> list[str]:
