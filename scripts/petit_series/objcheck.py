@@ -6,7 +6,8 @@ out silently, so the check is done here: every object reachable from the
 commit's tree is read (loose objects straight from their files, packed ones
 through `git cat-file --batch`), inflated, and hashed. On the 6,251 objects
 (77 MB inflated) of SGLang 0.5.23's PyPI snapshot this takes about 0.5 s on
-one core.
+one core. `fingerprint` (a digest of the stored bytes, ~0.17 s) lets a caller
+skip re-inflating objects whose bytes have not changed since a check passed.
 
 A corrupt loose object has to be removed before git writes it again (git skips
 writing an object it believes it has), and so does a corrupt packed one, whose
@@ -135,8 +136,11 @@ def _children(kind: str, body: bytes, path: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def check_commit(git_dir: Path, commit: str) -> list[BadObject]:
-    """Every object of `commit` and its tree (not its parents) that is unsound."""
+def check_commit(git_dir: Path, commit: str, listing: Optional[list] = None) -> list[BadObject]:
+    """Every object of `commit` and its tree (not its parents) that is unsound.
+
+    `listing`, when given, receives the ids of all the objects checked.
+    """
     bad: list[BadObject] = []
     level = [(commit, "commit", "")]
     seen: set[str] = set()
@@ -162,6 +166,8 @@ def check_commit(git_dir: Path, commit: str) -> list[BadObject]:
             results.update(_read_batch(git_dir, packed))
         following = []
         for oid, kind, path in level:
+            if listing is not None:
+                listing.append(oid)
             got = results[oid]
             try:
                 if isinstance(got, _Bad):
@@ -212,6 +218,33 @@ def drop(git_dir: Path, bad: list[BadObject]) -> None:
                     _read_loose(path, oid)
                 except _Bad:
                     path.unlink()
+
+
+def fingerprint(git_dir: Path, oids: list[str]) -> str:
+    """A digest of the stored bytes of the objects: each loose file, and every pack
+    when one of them is packed. Reading is most of a full check's I/O but none of
+    its inflating, so it costs about a third (0.17 s for 6,251 objects). Any change
+    to the bytes changes it; git "freshening" an object (a new mtime) does not."""
+    objects = os.path.join(git_dir, "objects")
+    digest = hashlib.sha1()
+    packed = False
+    for oid in oids:
+        digest.update(oid.encode())
+        try:
+            with open(os.path.join(objects, oid[:2], oid[2:]), "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            packed = True
+            continue
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    if packed:
+        for pack in sorted(Path(objects, "pack").glob("*.pack")):
+            digest.update(pack.name.encode())
+            with pack.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def describe(bad: list[BadObject], limit: int = 3) -> str:

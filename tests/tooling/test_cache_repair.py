@@ -154,3 +154,26 @@ def test_no_op_run_does_not_read_the_snapshot(cli, monkeypatch):
     proc = cli("apply", "--ref", "v0.5.9", "--source", "pypi")
     assert "up to date" in proc.output and "cache:" not in proc.output
     assert os.path.getsize(object_file(cli, blob)) == len(b"not a zlib stream")
+
+
+def test_a_passed_check_is_remembered_by_the_objects_bytes(cli, tmp_path):
+    cli("apply", "--ref", "v0.5.9", "--source", "pypi")
+    commit = git(cache_git(cli), "rev-parse", "refs/pypi/v0.5.9")
+    stamp = cache_git(cli) / "petit-checked" / commit
+    oids = stamp.read_text().split()[1:]
+    blob = git(cache_git(cli), "rev-parse", f"refs/pypi/v0.5.9:{METHODS}")
+    assert commit in oids and blob in oids
+    written = stamp.stat().st_mtime_ns
+    # git "freshens" objects it meets again (a new mtime): no new full check.
+    for oid in oids:
+        os.utime(object_file(cli, oid))
+    cli("apply", "--ref", "v0.5.9", "--source", "pypi", "--dir", str(tmp_path / "t2"))
+    assert stamp.stat().st_mtime_ns == written
+    # Changed bytes, even of the same length in the same file, are checked in full.
+    path = object_file(cli, blob)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    proc = cli("apply", "--ref", "v0.5.9", "--source", "pypi", "--dir", str(tmp_path / "t3"))
+    assert "had 1 corrupt object" in proc.output
