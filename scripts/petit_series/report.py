@@ -57,11 +57,11 @@ def to_markdown(record: dict, tree: Optional[Path] = None) -> str:
         if res.get("upstream_changes"):
             lines += ["", "Upstream changes to these files since the patch's base:", ""]
             lines += [f"- {c}" for c in res["upstream_changes"]]
-        if tree is not None:
-            cont, abort = hints.resume_commands(tree, record["ref"], record.get("source"))
-        else:
-            cont = f"make rebase-continue SGLANG_REF={record['ref']}"
-            abort = f"make rebase-abort SGLANG_REF={record['ref']}"
+        cont, abort = hints.resume_commands(
+            tree if tree is not None else hints.default_tree(record["ref"]),
+            record["ref"],
+            record.get("source"),
+        )
         lines += [
             "",
             "To resolve: edit the conflicted files in the tree"
