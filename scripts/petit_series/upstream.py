@@ -354,7 +354,11 @@ def from_path(path: Path, ref: Optional[str]) -> Upstream:
     )
 
 
-_VERSION_ASSIGN = re.compile(r"""__version__\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""")
+# A top-level `__version__ = "0.5.9"` (setuptools-scm writes `__version__ = version = '0.5.9'`).
+# Indented ones are fallbacks, such as 0.5.x's version.py `__version__ = "0.0.0.dev0"`.
+_VERSION_ASSIGN = re.compile(
+    r"""^__version__(?:\s*:\s*str)?\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", re.MULTILINE
+)
 
 
 def _checkout_version(path: Path, commit: str) -> tuple[Optional[str], str]:
@@ -383,7 +387,7 @@ def _checkout_version(path: Path, commit: str) -> tuple[Optional[str], str]:
     tracked = gitlib.run(["show", f"{commit}:python/sglang/version.py"], path, check=False)
     if tracked.returncode == 0:
         m = _VERSION_ASSIGN.search(tracked.stdout)
-        if m and versions.is_version(m.group(1)):
+        if m and versions.is_final(m.group(1)):
             return versions.normalize(m.group(1)), "python/sglang/version.py"
     return None, ""
 

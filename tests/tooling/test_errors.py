@@ -295,3 +295,34 @@ def test_make_reports_the_tools_exit_status(cli):
     proc = _make(cli, "matrix", "JOBS=abc")
     assert proc.returncode == 2 and "JOBS='abc'" in proc.stderr
     assert re.search(r"\[Makefile:\d+: matrix\] Error 2", proc.stderr), proc.stderr
+
+
+REAL_VERSION_PY = '''try:
+    from sglang._version import __version__, __version_tuple__
+except ImportError:
+    try:
+        import importlib.metadata
+
+        __version__ = importlib.metadata.version("sglang")
+    except Exception:
+        # Fallback for development without build
+        __version__ = "0.0.0.dev0"
+'''
+
+
+def test_version_py_that_defers_to_the_install_names_no_release(cli, world, tmp_path):
+    # 0.5.x's version.py reads _version.py; its fallback "0.0.0.dev0" is no release.
+    checkout = clone(world, tmp_path / "co", "v0.5.9", keep_tags=False)
+    (checkout / "python" / "sglang" / "version.py").write_text(REAL_VERSION_PY)
+    git(checkout, "commit", "-q", "-am", "version from the install")
+    proc = cli("apply", "--source", str(checkout), ok=None)
+    assert proc.returncode == 1
+    assert "cannot tell which SGLang release" in proc.output and "0.0.0" not in proc.output
+    # An editable install's _version.py says it (a dev version would not).
+    generated = checkout / "python" / "sglang" / "_version.py"
+    (checkout / ".git" / "info" / "exclude").write_text("python/sglang/_version.py\n")
+    generated.write_text("__version__ = version = '0.5.10.dev3+gabcdef'\n")
+    assert "cannot tell" in cli("apply", "--source", str(checkout), ok=None).output
+    generated.write_text("version: str\n__version__: str\n__version__ = version = '0.5.9'\n")
+    proc = cli("apply", "--source", str(checkout))
+    assert "taken as SGLang 0.5.9: python/sglang/_version.py" in proc.stdout
