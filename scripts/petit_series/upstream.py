@@ -340,8 +340,9 @@ def from_path(path: Path, ref: Optional[str]) -> Upstream:
             at = f" (at {ref}; check that out first)" if ref else ""
             raise UpstreamError(
                 f"cannot tell which SGLang release {path} is; name it: SGLANG_REF=v0.5.x{at}. "
-                "It has no release tag before its commit, no python/sglang/_version.py "
-                "naming a release and no python/sglang/version.py. Nothing was changed."
+                "It has no release tag before its commit, and neither python/sglang/_version.py "
+                "(written by an install) nor python/sglang/version.py names a release. "
+                "Nothing was changed."
             )
         print(f"note: {path} taken as SGLang {version}: {why}; if that is wrong, name it: SGLANG_REF=v0.5.x")
     problem = versions.unsupported(version, allow_pre=True)
