@@ -326,3 +326,11 @@ def test_version_py_that_defers_to_the_install_names_no_release(cli, world, tmp_
     generated.write_text("version: str\n__version__: str\n__version__ = version = '0.5.9'\n")
     proc = cli("apply", "--source", str(checkout))
     assert "taken as SGLang 0.5.9: python/sglang/_version.py" in proc.stdout
+
+
+def test_unusable_cache_dir_is_a_message(cli):
+    proc = cli("apply", "--ref", "v0.5.9", "--source", "pypi", ok=None, PETIT_CACHE_DIR="/proc/y")
+    assert proc.returncode == 1, proc.output
+    assert "Traceback" not in proc.output
+    assert "PETIT_CACHE_DIR=/proc/y" in proc.output and "writable directory" in proc.output
+    assert not cli.tree("v0.5.9").exists()
