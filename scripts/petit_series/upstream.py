@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -147,7 +148,7 @@ class Cache:
                     listing = []
                     objcheck.check_commit(self.git_dir, up.commit, listing)
         stamp.parent.mkdir(exist_ok=True)
-        tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
+        tmp = stamp.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # matrix: threads
         tmp.write_text("\n".join([objcheck.fingerprint(self.git_dir, listing), *listing]) + "\n")
         tmp.replace(stamp)
         self._sound.add(up.commit)
