@@ -128,6 +128,8 @@ def _run_apply(args, op: str) -> int:
             f"Resolve in {ctx.tree}, `git add` the files, then `{cont}` (or `{abort}`)."
         )
         return EXIT_CONFLICT
+    except LockedError:
+        raise  # another run, started at the same moment, is making this tree
     except BaseException:
         if created and target.exists():
             _remove_new_tree(target)
