@@ -1,6 +1,9 @@
 # Every target maps to one command of scripts/petit-series (or a script in ci/).
 # Variables: SGLANG_REF, SGLANG_SOURCE (auto|git|pypi|<path>), SGLANG_DIR, SGLANG_REPO,
 # REFS (matrix), FORCE=1 (apply over a branch with unexported commits).
+# Exit status: the tool exits 0 done, 1 error, 2 usage, 3 stopped on a conflict; make turns
+# every failure into its own status 2, and its last line carries the tool's ("Error 3").
+# Call scripts/petit-series directly where the difference matters.
 PYTHON ?= python3
 SERIES := $(PYTHON) scripts/petit-series
 export SGLANG_REF SGLANG_SOURCE SGLANG_DIR SGLANG_REPO REFS FORCE TESTS JOBS NEXT_LABEL

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import gitlib, report, versions
+from . import gitlib, hints, report, versions
 from .locking import FileLock
 from .series import Series
 from . import upstream as upstream_mod
@@ -65,6 +65,7 @@ class Context:
     provide_base: Callable[[str], Optional[str]] = lambda version: None
     explain: Callable[[Optional[str], list], list] = lambda version, files: []
     quiet: bool = False
+    check_upstream: Callable[[], None] = lambda: None  # objects sound before checkout
 
     @property
     def branch(self) -> str:
@@ -82,6 +83,7 @@ def make_context(
         provide_base=upstream_mod.base_provider(cache, up, repo),
         explain=upstream_mod.history_explainer(cache, up, repo),
         quiet=quiet,
+        check_upstream=upstream_mod.snapshot_checker(cache, up, repo),
     )
 
 
@@ -356,10 +358,10 @@ def _precheck(ctx: Context, force: bool) -> Optional[dict]:
     tree = ctx.tree
     state = load_state(tree)
     if state and state["status"] == "conflict":
+        cont, abort = hints.resume_commands(tree, state["ref"], state.get("source"))
         raise ApplyError(
             f"{tree}: a series {state['op']} stopped on a conflict in "
-            f"{state['results'][-1]['name']}; resolve it and run `make rebase-continue "
-            f"SGLANG_REF={state['ref']}`, or `make rebase-abort SGLANG_REF={state['ref']}`"
+            f"{state['results'][-1]['name']}; resolve it and run `{cont}`, or `{abort}`"
         )
     if state is None and gitlib.am_in_progress(tree):
         raise ApplyError(f"{tree}: a `git am` not started by this tool is in progress; finish it first")
@@ -384,7 +386,7 @@ def _precheck(ctx: Context, force: bool) -> Optional[dict]:
     ):
         return record
     if head and not force and state is None:
-        ref = ctx.upstream.ref
+        refresh_cmd = hints.make_command("refresh", tree, ctx.upstream.ref, ctx.upstream.source)
         if record is None and head != ctx.upstream.commit:
             raise ApplyError(
                 f"branch {ctx.branch} already exists in {tree} and was not made by this tool; "
@@ -394,13 +396,13 @@ def _precheck(ctx: Context, force: bool) -> Optional[dict]:
             raise ApplyError(
                 f"branch {ctx.branch} in {tree} has commits that are not in patches/ "
                 f"(head {head[:12]}, last applied {record.get('head', '?')[:12]}); export them "
-                f"with `make refresh SGLANG_REF={ref}` or pass FORCE=1 to discard them"
+                f"with `{refresh_cmd}` or pass FORCE=1 to discard them"
             )
         if record is not None and unexported(record):
             raise ApplyError(
                 f"branch {ctx.branch} in {tree} holds your conflict resolution of "
                 f"{', '.join(unexported(record))}, which is not in patches/ yet; write it there "
-                f"with `make refresh SGLANG_REF={ref}`, or pass FORCE=1 to discard it"
+                f"with `{refresh_cmd}`, or pass FORCE=1 to discard it"
             )
         if record is not None and skipped_by_user(record):
             raise ApplyError(
@@ -442,6 +444,7 @@ def run_series(ctx: Context, *, op: str = "apply", force: bool = False) -> dict:
         else:
             orig_head = gitlib.rev_parse(tree, f"refs/heads/{ctx.branch}")
             orig_branch = _current_branch(tree)
+        ctx.check_upstream()
         gitlib.run(["update-ref", UPSTREAM_REF, ctx.upstream.commit], tree)
         gitlib.run(["checkout", "--quiet", "--force", "-B", ctx.branch, ctx.upstream.commit], tree)
         state = _new_state(ctx, orig_head, orig_branch, op)
@@ -478,7 +481,7 @@ def _continue_from(ctx: Context, state: dict) -> dict:
             state["status"] = "conflict"
             state["results"].append(exc.result)
             _write_json(state_dir(tree) / "state.json", state)
-            report.write(state_dir(tree), state)
+            report.write(state_dir(tree), state, tree=tree)
             say(ctx.quiet, f"{prefix}: {_describe(exc.result)}")
             raise
         except ApplyError:
@@ -503,7 +506,7 @@ def _finish(ctx: Context, state: dict) -> dict:
     if not unexported(record) and not skipped_by_user(record):
         mark_exported(tree, state["head"], state["base"])
     (state_dir(tree) / "state.json").unlink(missing_ok=True)
-    report.write(state_dir(tree), record)
+    report.write(state_dir(tree), record, tree=tree)
     say(ctx.quiet, report.summary_line(record))
     return record
 

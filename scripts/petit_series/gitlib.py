@@ -161,8 +161,21 @@ def has_object(cwd: Path, oid: str) -> bool:
 
 def is_dirty(cwd: Path) -> list[str]:
     """Tracked files with uncommitted changes (untracked files are ignored)."""
-    text = out(["status", "--porcelain", "--untracked-files=no"], cwd)
-    return [line[3:] for line in text.splitlines() if line.strip()]
+    # -z: entries end in NUL, paths unquoted, nothing stripped (the first entry's
+    # status may begin with a space: " M path"). A rename or copy is followed by
+    # an entry holding its source path.
+    fields = run(["status", "--porcelain", "-z", "--untracked-files=no"], cwd).stdout.split("\0")
+    paths: list[str] = []
+    i = 0
+    while i < len(fields):
+        entry = fields[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC" or entry[1] in "RC":
+            i += 1  # the source path of the rename/copy
+    return paths
 
 
 def am_in_progress(cwd: Path) -> bool:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from . import gitlib, versions
+from . import gitlib, hints, versions
 from .apply import (
     PATCH_TRAILER,
     UPSTREAM_REF,
@@ -116,11 +116,16 @@ def _branch_commits(tree: Path) -> list[str]:
 
 def plan(tree: Path, series: Series, *, new_variant: bool = False, keep_three_way: bool = True) -> Plan:
     """What a refresh would write. Raises ApplyError where it would lose something."""
-    if load_state(tree):
-        raise ApplyError(f"{tree}: a series operation is in progress; continue or abort it first")
+    state = load_state(tree)
+    if state:
+        cont, abort = hints.resume_commands(tree, state.get("ref"), state.get("source"))
+        raise ApplyError(
+            f"{tree}: a series operation is in progress; finish it with `{cont}` "
+            f"or roll it back with `{abort}` first"
+        )
     record = load_record(tree)
     if record is None:
-        raise ApplyError(f"{tree}: no applied series here; run `make apply` first")
+        raise ApplyError(f"{tree}: no applied series here; run `make apply` for it first")
     listed = {str(p.relative_to(series.root)) for _, p, _ in series.selected(record.get("version"))}
     results = {r["file"]: r for r in record["results"]}
     entries = {e.name: e for e in series.entries}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Optional
+
+from . import hints
 
 
 def summary_line(record: dict) -> str:
@@ -14,7 +17,8 @@ def summary_line(record: dict) -> str:
     return f"{verdict}: {record['ref']}: " + ", ".join(parts)
 
 
-def to_markdown(record: dict) -> str:
+def to_markdown(record: dict, tree: Optional[Path] = None) -> str:
+    """The report; `tree` (where the series ran) lets it name the commands to resume."""
     lines = [
         f"# Series on SGLang {record['ref']}: {record['status']}",
         "",
@@ -54,7 +58,12 @@ def to_markdown(record: dict) -> str:
         if res.get("upstream_changes"):
             lines += ["", "Upstream changes to these files since the patch's base:", ""]
             lines += [f"- {c}" for c in res["upstream_changes"]]
-        lines += ["", _resolution_hint(res, record["ref"])]
+        cont, abort = hints.resume_commands(
+            tree if tree is not None else hints.default_tree(record["ref"]),
+            record["ref"],
+            record.get("source"),
+        )
+        lines += ["", _resolution_hint(res, f"`{cont}`", f"`{abort}`", tree)]
     return "\n".join(lines) + "\n"
 
 
@@ -89,18 +98,17 @@ def _upstream_version_lines(res: dict) -> list[str]:
     return lines
 
 
-def _resolution_hint(res: dict, ref: str) -> str:
-    cont = f"`make rebase-continue SGLANG_REF={ref}`"
-    abort = f"`make rebase-abort SGLANG_REF={ref}`"
+def _resolution_hint(res: dict, cont: str, abort: str, tree: Optional[Path]) -> str:
+    where = f" (`{tree}`)" if tree is not None else ""
     own = [o["file"] for o in res.get("upstream_versions", [])]
     if not own:
         return (
-            "To resolve: edit the conflicted files in the tree, `git add` them, then run "
+            f"To resolve: edit the conflicted files in the tree{where}, `git add` them, then run "
             f"{cont}; to roll back, {abort}."
         )
     paths = " ".join(own)
     return (
-        f"To resolve: upstream now has its own `{'`, `'.join(own)}`. Either keep upstream's "
+        f"To resolve{where}: upstream now has its own `{'`, `'.join(own)}`. Either keep upstream's "
         f"(`git checkout --ours -- {paths} && git add {paths}`; the rest of the patch stays "
         "staged) or merge the patch's version into it by hand and `git add` it; then run "
         f"{cont}. If keeping upstream's leaves the patch with nothing to commit, the series "
@@ -109,7 +117,7 @@ def _resolution_hint(res: dict, ref: str) -> str:
     )
 
 
-def write(directory: Path, record: dict) -> None:
+def write(directory: Path, record: dict, tree: Optional[Path] = None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "report.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    (directory / "report.md").write_text(to_markdown(record))
+    (directory / "report.md").write_text(to_markdown(record, tree))

@@ -15,10 +15,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import gitlib, pypi, versions
+from . import gitlib, objcheck, pypi, versions
 from .locking import FileLock
 
 DEFAULT_REPO = "https://github.com/sgl-project/sglang.git"
@@ -57,6 +58,7 @@ class Cache:
     def __init__(self, root: Path):
         self.root = root
         self.git_dir = root / "upstream.git"
+        self._sound: set[str] = set()  # snapshot commits checked by this process
 
     def ensure(self) -> None:
         if not (self.git_dir / "HEAD").exists():
@@ -90,6 +92,7 @@ class Cache:
         version = versions.normalize(version)
         ref = f"refs/pypi/{versions.tag(version)}"
         with self.lock():
+            self._drop_corrupt_tip(ref)
             commit = self.resolve(ref)
             if commit is None:
                 commit = self._build_pypi_commit(version, ref)
@@ -105,7 +108,88 @@ class Cache:
             detail=f"{trailers.get('Petit-File', '?')} (sha256 verified)",
         )
 
-    def _build_pypi_commit(self, version: str, ref: str) -> str:
+    def _drop_corrupt_tip(self, ref: str) -> bool:
+        """A snapshot ref whose commit object is corrupt: drop both (it is rebuilt)."""
+        proc = gitlib.run(["show-ref", "--hash", "--verify", ref], git_dir=self.git_dir, check=False)
+        oid = proc.stdout.strip()
+        if proc.returncode != 0 or not oid:
+            return False
+        why = objcheck.is_sound_object(self.git_dir, oid)
+        if why is None:
+            return False
+        objcheck.drop(self.git_dir, [objcheck.BadObject(oid, "", why)])
+        gitlib.run(["update-ref", "-d", ref], git_dir=self.git_dir, check=False)
+        log(f"cache: the commit of {ref} in {self.git_dir} was corrupt ({why}); rebuilding it")
+        return True
+
+    def check_snapshot(self, up: "Upstream", repo_url: str) -> None:
+        """Check every object of a cached snapshot; rebuild the snapshot when one is bad.
+
+        Raises UpstreamError when it cannot be rebuilt. A full check reads and
+        hashes every object (about 0.5 s for a 6,000-object release; see objcheck);
+        it is then recorded in `petit-checked/<commit>` with a digest of the objects'
+        stored bytes, and later runs only recompute that digest (about a third of
+        the time) unless it changed.
+        """
+        if up.source not in ("pypi", "git") or up.commit in self._sound:
+            return
+        stamp = self.git_dir / "petit-checked" / up.commit
+        oids = stamp.read_text().split() if stamp.exists() else []
+        if oids and oids[0] == objcheck.fingerprint(self.git_dir, oids[1:]):
+            self._sound.add(up.commit)
+            return
+        listing: list[str] = []
+        if objcheck.check_commit(self.git_dir, up.commit, listing):
+            with self.lock():
+                listing = []  # another run may have fixed it meanwhile
+                bad = objcheck.check_commit(self.git_dir, up.commit, listing)
+                if bad:
+                    self._rebuild(up, repo_url, bad)
+                    listing = []
+                    objcheck.check_commit(self.git_dir, up.commit, listing)
+        stamp.parent.mkdir(exist_ok=True)
+        tmp = stamp.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # matrix: threads
+        tmp.write_text("\n".join([objcheck.fingerprint(self.git_dir, listing), *listing]) + "\n")
+        tmp.replace(stamp)
+        self._sound.add(up.commit)
+
+    def _rebuild(self, up: "Upstream", repo_url: str, bad: list) -> None:
+        what = objcheck.describe(bad)
+        where = f"the cached snapshot of {up.ref} ({self.git_dir})"
+        objcheck.drop(self.git_dir, bad)
+        try:
+            if up.source == "pypi":
+                ref = f"refs/pypi/{versions.tag(up.version)}"
+                gitlib.run(["update-ref", "-d", ref], git_dir=self.git_dir, check=False)
+                commit = self._build_pypi_commit(up.version, ref, quiet=True)
+                origin = _trailers(self.message(commit)).get("Petit-File", "PyPI") + " (sha256 verified)"
+            else:
+                local = f"refs/git/{versions.safe_ref_name(up.ref)}"
+                want = _remote_name(up)
+                gitlib.run(["update-ref", "-d", local], git_dir=self.git_dir, check=False)
+                proc = gitlib.run(
+                    ["fetch", "--quiet", "--no-tags", "--refetch", "--depth=1", repo_url, f"+{want}:{local}"],
+                    git_dir=self.git_dir, check=False,
+                )
+                if proc.returncode != 0:
+                    raise UpstreamError(f"git fetch {want} from {repo_url} failed: {proc.stderr.strip()}")
+                commit = self.resolve(local)
+                origin = f"{repo_url} {want} (fetched again)"
+        except (UpstreamError, gitlib.GitError) as exc:
+            raise UpstreamError(
+                f"{where} has {what}; they were removed, but rebuilding it failed: {exc}. "
+                "Run again when that is fixed; nothing else was changed"
+            ) from exc
+        still = objcheck.check_commit(self.git_dir, up.commit)
+        if commit != up.commit or still:
+            detail = objcheck.describe(still) if still else f"it is now {str(commit)[:12]}, not {up.commit[:12]}"
+            raise UpstreamError(
+                f"{where} had {what} and could not be rebuilt ({detail}); remove {self.git_dir} "
+                "and run again"
+            )
+        log(f"cache: {where} had {what}; rebuilt it from {origin}")
+
+    def _build_pypi_commit(self, version: str, ref: str, quiet: bool = False) -> str:
         try:
             index = self.pypi_index()
         except pypi.PypiError as exc:
@@ -116,7 +200,8 @@ class Cache:
             hint = f" Did you mean: {', '.join('v' + n for n in near)}?" if near else ""
             raise UpstreamError(f"sglang {version} is not on PyPI.{hint}")
         release = pypi.pick_file(index, version)
-        log(f"  downloading {release.filename} from PyPI")
+        if not quiet:
+            log(f"  downloading {release.filename} from PyPI")
         try:
             archive = pypi.download(release, self.root)
         except pypi.PypiError as exc:
@@ -154,7 +239,8 @@ class Cache:
         }
         commit = gitlib.out(["commit-tree", tree, "-m", message], git_dir=self.git_dir, env=env)
         gitlib.run(["update-ref", ref, commit], git_dir=self.git_dir)
-        log(f"  built {versions.tag(version)} from {release.filename} ({count} files)")
+        if not quiet:
+            log(f"  built {versions.tag(version)} from {release.filename} ({count} files)")
         return commit
 
     # -- git --------------------------------------------------------------
@@ -189,11 +275,12 @@ class Cache:
                 hint = f" Did you mean: {', '.join(near)}?" if near else ""
                 raise UpstreamError(f"{url} has no tag or branch {name!r}.{hint}")
             want = remote or name
+            dropped = self._drop_corrupt_tip(local)
             cached = self.resolve(local)
             if cached and remote and refs.get(remote) in (cached, None):
                 commit = cached
             else:
-                args = ["fetch", "--quiet", "--no-tags"]
+                args = ["fetch", "--quiet", "--no-tags"] + (["--refetch"] if dropped else [])
                 if depth:
                     args.append(f"--depth={depth}")
                 proc = gitlib.run(
@@ -232,7 +319,9 @@ def from_path(path: Path, ref: Optional[str]) -> Upstream:
             f"{path} is not a git checkout; run `git init && git add -A && git commit` "
             "there first, or use SGLANG_SOURCE=pypi"
         )
-    if gitlib.am_in_progress(path):
+    # A `git am` this tool stopped is refused later, with the commands to resume it.
+    ours = (gitlib.git_dir_of(path) / "petit-series" / "state.json").exists()
+    if gitlib.am_in_progress(path) and not ours:
         raise UpstreamError(f"{path}: a `git am` is in progress there; finish or abort it first")
     rev = ref or "HEAD"
     commit = gitlib.rev_parse(path, rev)
@@ -244,8 +333,23 @@ def from_path(path: Path, ref: Optional[str]) -> Upstream:
             print(f"note: {path} has no tag {versions.tag(ref)}; applying to its HEAD as release {versions.normalize(ref)}")
     if commit is None:
         raise UpstreamError(f"{path} has no commit {rev!r}")
-    version = versions.normalize(ref) if ref and versions.is_version(ref) else _checkout_version(path, commit)
-    label = ref or (versions.tag(version) if version else "local")
+    if ref and versions.is_version(ref):
+        version = versions.normalize(ref)
+    else:
+        version, why = _checkout_version(path, commit)
+        if version is None:
+            at = f" (at {ref}; check that out first)" if ref else ""
+            raise UpstreamError(
+                f"cannot tell which SGLang release {path} is; name it: SGLANG_REF=v0.5.x{at}. "
+                "It has no release tag before its commit, and neither python/sglang/_version.py "
+                "(written by an install) nor python/sglang/version.py names a release. "
+                "Nothing was changed."
+            )
+        print(f"note: {path} taken as SGLang {version}: {why}; if that is wrong, name it: SGLANG_REF=v0.5.x")
+    problem = versions.unsupported(version, allow_pre=True)
+    if problem:
+        raise UpstreamError(f"{path}: {problem}")
+    label = ref or versions.tag(version)
     # A checkout of a snapshot this tool built (a PyPI release, the next-release
     # fixture) is as partial as the snapshot: its commit says so.
     coverage = _trailers(gitlib.out(["log", "-1", "--format=%B", commit], path)).get("Petit-Coverage")
@@ -256,18 +360,42 @@ def from_path(path: Path, ref: Optional[str]) -> Upstream:
     )
 
 
-def _checkout_version(path: Path, commit: str) -> Optional[str]:
-    """The release of a checkout: its nearest tag, else the version file that an
-    installed (editable) SGLang writes, else None (the newest variants apply)."""
-    described = gitlib.run(["describe", "--tags", "--abbrev=0", commit], path, check=False)
-    if described.returncode == 0 and versions.is_version(described.stdout.strip()):
-        return versions.normalize(described.stdout.strip())
+# A top-level `__version__ = "0.5.9"` (setuptools-scm writes `__version__ = version = '0.5.9'`).
+# Indented ones are fallbacks, such as 0.5.x's version.py `__version__ = "0.0.0.dev0"`.
+_VERSION_ASSIGN = re.compile(
+    r"""^__version__(?:\s*:\s*str)?\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", re.MULTILINE
+)
+
+
+def _checkout_version(path: Path, commit: str) -> tuple[Optional[str], str]:
+    """The release of a checkout and how it was found, or (None, "").
+
+    In order: the nearest release tag (`git describe`); the `_version.py` that an
+    installed (editable) SGLang writes, when it names a release; the
+    `python/sglang/version.py` that some releases track.
+    """
+    described = gitlib.run(
+        ["describe", "--tags", "--abbrev=0", "--match", "v[0-9]*", commit], path, check=False
+    )
+    tag = described.stdout.strip()
+    if described.returncode == 0 and versions.is_version(tag):
+        ahead = gitlib.out(["rev-list", "--count", f"{tag}..{commit}"], path)
+        where = "its commit is that tag" if ahead == "0" else f"{ahead} commits after that tag"
+        return versions.normalize(tag), f"nearest release tag {tag} (`git describe`; {where})"
     generated = path / "python" / "sglang" / "_version.py"
     if generated.is_file():
-        m = re.search(r"""__version__\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", generated.read_text())
-        if m and versions.is_version(m.group(1)):
-            return versions.normalize(m.group(1))
-    return None
+        m = _VERSION_ASSIGN.search(generated.read_text(errors="replace"))
+        # A setuptools-scm dev version (`0.5.10.dev3+g...`) names no release.
+        if m and versions.is_final(m.group(1)):
+            return versions.normalize(m.group(1)), (
+                "python/sglang/_version.py (written when it was installed)"
+            )
+    tracked = gitlib.run(["show", f"{commit}:python/sglang/version.py"], path, check=False)
+    if tracked.returncode == 0:
+        m = _VERSION_ASSIGN.search(tracked.stdout)
+        if m and versions.is_final(m.group(1)):
+            return versions.normalize(m.group(1)), "python/sglang/version.py"
+    return None, ""
 
 
 def resolve(
@@ -281,6 +409,10 @@ def resolve(
     """Find or build the upstream tree for `ref` from the chosen source."""
     if source not in SOURCES:
         return from_path(Path(source), ref)
+    if ref is not None and versions.is_version(ref):
+        problem = versions.unsupported(ref)
+        if problem:  # before any download
+            raise UpstreamError(problem)
     cache.ensure()
     if ref is None:
         ref = default_ref(cache)
@@ -324,15 +456,28 @@ def base_provider(cache: Cache, upstream: Upstream, repo_url: str) -> Callable[[
 
     def provide(version: str) -> Optional[str]:
         try:
+            base = None
             if upstream.source == "pypi":
-                return cache.materialize_pypi(version).commit
-            if upstream.source == "git":
-                return cache.materialize_git(repo_url, version).commit
+                base = cache.materialize_pypi(version)
+            elif upstream.source == "git":
+                base = cache.materialize_git(repo_url, version)
+            if base is not None:
+                cache.check_snapshot(base, repo_url)
+                return base.commit
         except UpstreamError as exc:
             log(f"  note: preimages of {version} unavailable ({exc})")
         return None
 
     return provide
+
+
+def snapshot_checker(cache: Cache, upstream: Upstream, repo_url: str) -> Callable[[], None]:
+    """A function that checks (and if need be rebuilds) the snapshot before it is used."""
+
+    def check() -> None:
+        cache.check_snapshot(upstream, repo_url)
+
+    return check
 
 
 def _changes(git_dir: Path, base: str, target: str, files: list[str]) -> list[str]:

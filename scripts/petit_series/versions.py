@@ -68,6 +68,24 @@ def supported(versions: Iterable[str], minimum: str = MIN_SUPPORTED) -> list[str
     return sort(v for v in versions if is_final(v) and key(v) >= low)
 
 
+def unsupported(version: str, minimum: str = MIN_SUPPORTED, allow_pre: bool = False) -> Optional[str]:
+    """Why the series cannot be applied to release `version`, or None when it can.
+
+    `allow_pre`: a pre-release is fine (a local checkout, which needs no download).
+    """
+    if not allow_pre and not is_final(version):
+        return (
+            f"{tag(version)} is a pre-release; the series supports final releases "
+            f"(and .postN) from v{minimum} on: name one, e.g. SGLANG_REF={tag(minimum)}"
+        )
+    if key(version) < key(minimum):
+        return (
+            f"{tag(version)} is older than the oldest release the series supports "
+            f"(v{minimum}); name v{minimum} or later"
+        )
+    return None
+
+
 def suggest(wanted: str, known: Iterable[str], n: int = 3) -> list[str]:
     """Known names closest to `wanted` (for 'did you mean')."""
     known = list(known)
