@@ -428,9 +428,12 @@ COMMANDS = {
     ),
     "refresh": (
         "export the tree's branch back to patches/",
-        "Export the commits of the tree's petit/<ref> branch into patches/, deterministically; "
-        "a patch file whose old bytes still give the same commit is kept as it is. With "
-        "--check, nothing is written and the exit status is 1 if a file would change.",
+        "Export the commits of the tree's petit/<ref> branch into patches/, deterministically, "
+        "each to the file its Petit-Patch trailer names (a commit without one becomes a new "
+        "patch). A file that still reproduces its commit the way apply applied it (3-way "
+        "included) keeps its bytes; a variant changed on a newer release becomes that "
+        "release's variant. Prints git range-diff of what changed. With --check, nothing is "
+        "written and the exit status is 1 if a file would change.",
         "012",
     ),
     "matrix": (

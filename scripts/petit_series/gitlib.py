@@ -265,6 +265,18 @@ def trailer_values(cwd: Path, commits: Sequence[str], key: str) -> dict[str, Opt
     return found
 
 
+def parse_trailers(message: str) -> dict[str, str]:
+    """The trailers of a commit message (`git interpret-trailers --parse`); the
+    last value wins where a key repeats."""
+    text = run(["interpret-trailers", "--parse"], input=message).stdout
+    found = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            found[key] = value.strip()
+    return found
+
+
 def strip_trailers(message: str, keys: Iterable[str]) -> str:
     """`message` without the trailers whose key is in `keys` (case-insensitive).
 

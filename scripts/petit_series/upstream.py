@@ -301,12 +301,8 @@ def _looks_like_sha(text: str) -> bool:
 
 
 def _trailers(message: str) -> dict[str, str]:
-    out = {}
-    for line in message.splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key.startswith("Petit-"):
-            out[key] = value.strip()
-    return out
+    """The `Petit-*` trailers of a snapshot commit's message, as git parses them."""
+    return {k: v for k, v in gitlib.parse_trailers(message).items() if k.startswith("Petit-")}
 
 
 def from_path(path: Path, ref: Optional[str]) -> Upstream:

@@ -7,7 +7,6 @@ the tool refuses, reports or exports instead of throwing work away.
 from __future__ import annotations
 
 import json
-import re
 
 from .fixtures import QUANT, git
 
@@ -233,5 +232,13 @@ def test_patch_that_does_not_match_its_own_blobs_is_named_and_nothing_changes(cl
     assert "the patch itself does not match the blobs it names" in proc.output
     assert "context not found upstream" not in proc.output
     tree = cli.tree("v0.5.9")
+    assert not tree.exists()  # the tree this run made is gone again
+    # On an existing tree the branch is rolled back to where it was.
+    path.write_text(text)
+    cli("apply", "--ref", "v0.5.9", "--source", "git")
+    head = git(tree, "rev-parse", "HEAD")
+    path.write_text(broken)
+    proc = cli("apply", "--ref", "v0.5.9", "--source", "git", ok=None)
+    assert proc.returncode == 1 and "does not match the blobs it names" in proc.output
+    assert git(tree, "rev-parse", "HEAD") == head and git(tree, "status", "--porcelain") == ""
     assert not (tree / ".git" / "rebase-apply").exists()
-    assert not re.search(r"petit/v0\.5\.9", git(tree, "branch", "--list"))
