@@ -276,6 +276,17 @@ def apply_one(ctx: Context, name: str, path: Path, floor: Optional[str]) -> dict
         result["note"] = "3-way merge impossible: the patch's preimage blobs are not in this repository"
     result["upstream_changes"] = ctx.explain(floor or ctx.series.base, result["files"])
     result["git_output"] = (proc.stdout + proc.stderr).strip().splitlines()[-8:]
+    # Both sides of each conflict, as the 3-way merge left them in the tree.
+    sides = {}
+    for path in conflicted:
+        try:
+            blocks = gitlib.conflict_blocks((tree / path).read_text(errors="replace"))
+        except OSError:
+            continue
+        if blocks:
+            sides[path] = blocks
+    if sides:
+        result["conflict_sides"] = sides
     raise Conflict(result, tree)
 
 

@@ -195,6 +195,20 @@ def conflicted_files(cwd: Path) -> list[str]:
     return [line for line in text.splitlines() if line]
 
 
+def conflict_blocks(text: str) -> list[str]:
+    """The `<<<<<<<` ... `>>>>>>>` sections a merge left in a file's text (pure)."""
+    blocks, current = [], None
+    for line in text.splitlines():
+        if line.startswith("<<<<<<< "):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+            if line.startswith(">>>>>>> "):
+                blocks.append("\n".join(current))
+                current = None
+    return blocks
+
+
 def exclude_args(paths: Iterable[str]) -> list[str]:
     return [f"--exclude={p}" for p in sorted(set(paths))]
 

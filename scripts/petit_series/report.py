@@ -54,6 +54,7 @@ def to_markdown(record: dict, tree: Optional[Path] = None) -> str:
             lines.append(f"- `{hunk['file']}` `{hunk['hunk']}`: {hunk['why']}")
         if res.get("note"):
             lines.append(f"- {res['note']}")
+        lines += _conflict_side_lines(res)
         lines += _upstream_version_lines(res)
         if res.get("upstream_changes"):
             lines += ["", "Upstream changes to these files since the patch's base:", ""]
@@ -70,6 +71,24 @@ def to_markdown(record: dict, tree: Optional[Path] = None) -> str:
 # Lines of an "upstream has its own version" diff shown in report.md (report.json
 # holds it whole).
 DIFF_LINES_SHOWN = 40
+
+
+def _conflict_side_lines(res: dict) -> list[str]:
+    """Each conflict with both sides (upstream's above `=======`, the patch's below)."""
+    lines = []
+    for path, blocks in res.get("conflict_sides", {}).items():
+        shown = [line for block in blocks for line in block.splitlines()]
+        lines += [
+            "",
+            f"`{path}`: upstream's lines (ours, above `=======`) against the patch's (theirs):",
+            "",
+            "```",
+            *shown[:DIFF_LINES_SHOWN],
+        ]
+        if len(shown) > DIFF_LINES_SHOWN:
+            lines.append(f"... {len(shown) - DIFF_LINES_SHOWN} more lines in the tree and report.json")
+        lines.append("```")
+    return lines
 
 
 def _upstream_version_lines(res: dict) -> list[str]:

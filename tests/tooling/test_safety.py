@@ -242,3 +242,12 @@ def test_patch_that_does_not_match_its_own_blobs_is_named_and_nothing_changes(cl
     assert proc.returncode == 1 and "does not match the blobs it names" in proc.output
     assert git(tree, "rev-parse", "HEAD") == head and git(tree, "status", "--porcelain") == ""
     assert not (tree / ".git" / "rebase-apply").exists()
+
+
+def test_conflict_report_shows_both_sides(cli):
+    cli("apply", "--ref", "v0.5.14", "--source", "git", ok=None)
+    report = json.loads((cli.build / "reports" / "v0.5.14.json").read_text())
+    sides = report["results"][-1]["conflict_sides"][f"{QUANT}/methods.py"]
+    assert len(sides) == 1 and '"quark_mxfp4"' in sides[0] and '"petit_mxfp4"' in sides[0]
+    md = (cli.build / "reports" / "v0.5.14.md").read_text()
+    assert "upstream's lines (ours" in md and '    "quark_mxfp4",' in md and '    "petit_mxfp4",' in md
