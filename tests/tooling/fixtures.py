@@ -231,3 +231,13 @@ def make_pypi(root: Path, work: Path, wheels_from: str = "0.5.11") -> Path:
     (index / "sglang").mkdir()
     (index / "sglang" / "json").write_text(json.dumps({"releases": releases}))
     return index
+
+
+def resolve_keep_both(tree: Path) -> None:
+    """Resolve the v0.5.14 conflict in methods.py as a user would: keep both
+    entries, then `git add`."""
+    path = tree / QUANT / "methods.py"
+    text = path.read_text()
+    start, end = text.index("<<<<<<<"), text.index(">>>>>>>")
+    path.write_text(text[:start] + '    "petit_mxfp4",\n    "quark_mxfp4",\n' + text[text.index("\n", end) + 1 :])
+    git(tree, "add", str(path))

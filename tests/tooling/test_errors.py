@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from .conftest import CLI, ROOT
-from .fixtures import QUANT, git
+from .fixtures import QUANT, git, resolve_keep_both
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -27,14 +27,6 @@ def hint(output: str, target: str) -> dict:
     pairs = [word.split("=", 1) for word in shlex.split(m.group(1))]
     assert all(len(p) == 2 for p in pairs), m.group(0)
     return dict(pairs)
-
-
-def resolve_conflict(tree):
-    path = tree / QUANT / "methods.py"
-    text = path.read_text()
-    start, end = text.index("<<<<<<<"), text.index(">>>>>>>")
-    path.write_text(text[:start] + '    "petit_mxfp4",\n    "quark_mxfp4",\n' + text[text.index("\n", end) + 1 :])
-    git(tree, "add", str(path))
 
 
 def clone(world, dest, tag, *, keep_tags=True):
@@ -64,7 +56,7 @@ def test_conflict_in_a_local_checkout_hints_at_the_checkout(cli, world, tmp_path
     again = cli("apply", "--source", str(checkout), ok=None)
     assert again.returncode == 1 and hint(again.output, "rebase-continue") == cont
     # What the hint says is all rebase-continue needs.
-    resolve_conflict(checkout)
+    resolve_keep_both(checkout)
     done = cli("rebase-continue", **cont)
     assert "resolved, continuing" in done.stdout
     assert git(checkout, "rev-parse", "--abbrev-ref", "HEAD") == "petit/v0.5.14"

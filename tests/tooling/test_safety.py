@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .fixtures import QUANT, git
+from .fixtures import QUANT, git, resolve_keep_both
 
 REG = "0003-register-petit-mxfp4"
 
@@ -19,14 +19,6 @@ def record(tree):
 
 def patch_bytes(cli) -> dict:
     return {str(p.relative_to(cli.patches)): p.read_bytes() for p in sorted(cli.patches.rglob("*")) if p.is_file()}
-
-
-def resolve_keep_both(tree):
-    path = tree / QUANT / "methods.py"
-    text = path.read_text()
-    start, end = text.index("<<<<<<<"), text.index(">>>>>>>")
-    path.write_text(text[:start] + '    "petit_mxfp4",\n    "quark_mxfp4",\n' + text[text.index("\n", end) + 1 :])
-    git(tree, "add", str(path))
 
 
 def edit_commit(tree, subject: str, change, reword=None):
