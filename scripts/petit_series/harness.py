@@ -479,21 +479,27 @@ def verify_env(version: str, tree: Path, root: Path = DEFAULT_ROOT) -> dict:
 # --------------------------------------------------------------------------
 
 
-def ensure_exporters(root: Path = DEFAULT_ROOT) -> Path:
-    root = Path(root).resolve()
-    env = root / "exporters"
-    spec = {"rev": HARNESS_REV, "reqs": EXPORTER_REQS}
-    _ensure_built(env, spec, root / ".lock-exporters", lambda: _build_exporters(env, spec, root))
+def ensure_tool_venv(env: Path, reqs: Sequence[str], log: Path, what: str) -> Path:
+    """A venv at ``env`` holding ``reqs`` from PyPI, built once (again when ``reqs``
+    or HARNESS_REV change; builds serialized by a lock beside it); returns its python.
+    The one builder of tool venvs: the exporters here, the style tools of `make pr`."""
+    env = Path(env)
+    spec = {"rev": HARNESS_REV, "reqs": list(reqs)}
+
+    def build() -> None:
+        py = _venv_python(env)
+        t0 = time.time()
+        _create_venv(f"create {what} venv", env, _base_python(), log)
+        _run_step(f"pip install {what} ({' '.join(reqs)})", [py, "-m", "pip", "install", *_pip_extra_args(), *reqs], log, env=_clean_env())
+        _write_atomic(env / STAMP, json.dumps({"spec": _hash(spec), "reqs": list(reqs), "built_s": round(time.time() - t0, 1)}))
+
+    _ensure_built(env, spec, env.parent / f".lock-{env.name}", build)
     return _venv_python(env)
 
 
-def _build_exporters(env: Path, spec: dict, root: Path) -> None:
-    py = _venv_python(env)
-    log = root / "logs" / "exporters.log"
-    t0 = time.time()
-    _create_venv("create exporters venv", env, _base_python(), log)
-    _run_step("pip install exporters (quark/modelopt/torch cpu)", [py, "-m", "pip", "install", *_pip_extra_args(), *EXPORTER_REQS], log, env=_clean_env())
-    _write_atomic(env / STAMP, json.dumps({"spec": _hash(spec), "reqs": EXPORTER_REQS, "built_s": round(time.time() - t0, 1)}))
+def ensure_exporters(root: Path = DEFAULT_ROOT) -> Path:
+    root = Path(root).resolve()
+    return ensure_tool_venv(root / "exporters", EXPORTER_REQS, root / "logs" / "exporters.log", "exporters (quark/modelopt/torch cpu)")
 
 
 def ensure_checkpoints(root: Path = DEFAULT_ROOT, out: Path = CHECKPOINT_ROOT, names: Iterable[str] = ()) -> int:

@@ -20,7 +20,7 @@ from .fixtures import git
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from petit_series import pr  # noqa: E402
+from petit_series import pr, prbody, prbranch, prstyle, pytestlog  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Pure helpers
@@ -45,7 +45,7 @@ Co-authored-by: Other <o@example.com>
 
 
 def test_strip_downstream_trailers_keeps_prose_and_upstream_trailers():
-    assert pr.strip_downstream_trailers(MESSAGE) == (
+    assert prbranch.strip_downstream_trailers(MESSAGE) == (
         "quantization: register petit_mxfp4\n\n"
         "Body line one.\nOrigin: this line is prose, not a trailer block, and stays.\n\n"
         "Signed-off-by: Real Dev <dev@example.com>\n"
@@ -55,33 +55,33 @@ def test_strip_downstream_trailers_keeps_prose_and_upstream_trailers():
 
 def test_strip_downstream_trailers_edge_cases():
     # Only downstream trailers: the whole block goes.
-    assert pr.strip_downstream_trailers("subj\n\nbody\n\nPetit-X: 1\nForwarded: no\n") == "subj\n\nbody\n"
+    assert prbranch.strip_downstream_trailers("subj\n\nbody\n\nPetit-X: 1\nForwarded: no\n") == "subj\n\nbody\n"
     # A subject alone is never a trailer block, even if it looks like one.
-    assert pr.strip_downstream_trailers("Origin: a subject\n") == "Origin: a subject\n"
+    assert prbranch.strip_downstream_trailers("Origin: a subject\n") == "Origin: a subject\n"
     # A last paragraph with prose in it is not a trailer block.
     text = "subj\n\nForwarded: yes\nbut this is prose\n"
-    assert pr.strip_downstream_trailers(text) == text
+    assert prbranch.strip_downstream_trailers(text) == text
     # The bot is recognized by its name or either email, case-insensitively.
     for who in ("SGLang-Petit <x@y.z>", "X <petit@example.com>"):
-        assert pr.strip_downstream_trailers(f"s\n\nb\n\nSigned-off-by: {who}\n") == "s\n\nb\n"
+        assert prbranch.strip_downstream_trailers(f"s\n\nb\n\nSigned-off-by: {who}\n") == "s\n\nb\n"
     # Idempotent.
-    once = pr.strip_downstream_trailers(MESSAGE)
-    assert pr.strip_downstream_trailers(once) == once
+    once = prbranch.strip_downstream_trailers(MESSAGE)
+    assert prbranch.strip_downstream_trailers(once) == once
 
 
 def test_squash_message_and_identity():
-    msg = pr.squash_message("Title", ["a: one\n\nbody 1\n\n- item\n", "b: two\n"])
+    msg = prbranch.squash_message("Title", ["a: one\n\nbody 1\n\n- item\n", "b: two\n"])
     assert msg == "Title\n\n* a: one\n\n  body 1\n\n  - item\n\n* b: two\n"
-    assert pr.parse_identity("Jane Doe <jane@example.com>") == ("Jane Doe", "jane@example.com")
+    assert prbranch.parse_identity("Jane Doe <jane@example.com>") == ("Jane Doe", "jane@example.com")
     with pytest.raises(pr.PrError, match="Name <email>"):
-        pr.parse_identity("jane@example.com")
+        prbranch.parse_identity("jane@example.com")
 
 
 def test_small_parsers():
-    assert pr.pytest_summary("x\n===== 12 passed, 3 skipped in 4.56s =====\n") == "12 passed, 3 skipped"
-    assert pr.pytest_summary("== 1 failed, 2 passed in 61.00s (0:01:01) ==") == "1 failed, 2 passed"
-    assert pr.pytest_summary("no summary") is None
-    assert pr.failed_tests("x\nFAILED t.py::a - boom\nERROR t.py::b\n") == ["FAILED t.py::a - boom", "ERROR t.py::b"]
+    assert pytestlog.pytest_summary("x\n===== 12 passed, 3 skipped in 4.56s =====\n") == "12 passed, 3 skipped"
+    assert pytestlog.pytest_summary("== 1 failed, 2 passed in 61.00s (0:01:01) ==") == "1 failed, 2 passed"
+    assert pytestlog.pytest_summary("no summary") is None
+    assert pytestlog.failed_tests("x\nFAILED t.py::a - boom\nERROR t.py::b\n") == ["FAILED t.py::a - boom", "ERROR t.py::b"]
     for url in ("https://github.com/jane/sglang.git", "git@github.com:jane/sglang.git",
                 "ssh://git@github.com/jane/sglang", "https://github.com/jane/sglang/"):
         assert pr.github_owner(url) == "jane", url
@@ -159,28 +159,28 @@ index 0..3
 
 
 def test_style_findings_are_attributed_to_the_series_or_upstream():
-    findings = pr.tool_findings(STYLE_OUTPUT, "/t/")
+    findings = prstyle.tool_findings(STYLE_OUTPUT, "/t/")
     assert findings == [
         {"tool": "isort", "file": "pkg/a.py", "lines": {4, 5, 6, 7}},
         {"tool": "black", "file": "pkg/new.py", "lines": {11}},
         {"tool": "codespell", "file": "pkg/a.py", "lines": {40}},
         {"tool": "ruff", "file": "pkg/a.py", "lines": {41}},
     ]
-    ours = pr.series_lines(SERIES_DIFF)
+    ours = prstyle.series_lines(SERIES_DIFF)
     assert ours == {"pkg/a.py": {40, 41, 62, 71, 72}, "pkg/new.py": None}
-    mine, theirs = pr.attribute(findings, ours)
+    mine, theirs = prstyle.attribute(findings, ours)
     assert [f["tool"] for f in mine] == ["black", "codespell", "ruff"]
     assert [f["tool"] for f in theirs] == ["isort"]  # upstream's own imports, untouched
     # A finding without line numbers is never waved through.
-    assert pr.attribute([{"tool": "black", "file": "pkg/a.py", "lines": set()}], ours)[0]
+    assert prstyle.attribute([{"tool": "black", "file": "pkg/a.py", "lines": set()}], ours)[0]
 
 
 def test_render_template_refuses_unknown_and_unused_names():
-    assert pr.render_template("a {{x}} b", {"x": "1\n"}) == "a 1 b"
+    assert prbody.render_template("a {{x}} b", {"x": "1\n"}) == "a 1 b"
     with pytest.raises(pr.PrError, match="without values"):
-        pr.render_template("{{x}} {{y}}", {"x": ""})
+        prbody.render_template("{{x}} {{y}}", {"x": ""})
     with pytest.raises(pr.PrError, match="without placeholders"):
-        pr.render_template("{{x}}", {"x": "", "z": ""})
+        prbody.render_template("{{x}}", {"x": "", "z": ""})
 
 
 def test_options_from_env(monkeypatch):
@@ -241,7 +241,7 @@ def prcli(cli, tmp_path):
     """The CLI runner with fake style tools and gh, tests off, and trailers in one patch."""
     tools = tmp_path / "fake-bin"
     tools.mkdir()
-    for name in pr.STYLE_TOOLS:
+    for name in prstyle.STYLE_TOOLS:
         _script(tools / name, FAKE_TOOL)
     _script(tools / "gh", FAKE_GH)
     shim = cli.patches / "0002-quantization-keep-petit-py-as-a-shim.patch"
