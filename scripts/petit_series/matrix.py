@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import xml.etree.ElementTree as ET
 import os
 import time
 from pathlib import Path
 from typing import Optional
 
-from . import apply, refresh, gitlib, pypi, series, upstream, versions
+from . import apply, refresh, gitlib, pypi, pytestlog, series, upstream, versions
 
 SYMBOL = {
     "applied": "ok",
@@ -69,17 +68,6 @@ def _one(
     return row
 
 
-def _junit_counts(path: Path) -> dict:
-    root = ET.parse(path).getroot()
-    suites = [root] if root.tag == "testsuite" else list(root)
-    total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for suite in suites:
-        for key in total:
-            total[key] += int(suite.get(key, 0))
-    total["passed"] = total["tests"] - total["failures"] - total["errors"] - total["skipped"]
-    return total
-
-
 def run_tests(row: dict, tree: Path, build: Path) -> dict:
     """The series' own tests (tests/series) on an applied tree, in the release's env."""
     from . import harness
@@ -96,7 +84,7 @@ def run_tests(row: dict, tree: Path, build: Path) -> dict:
         return {"ok": False, "error": str(exc)}
     result = {"ok": rc == 0, "rc": rc, "seconds": round(time.monotonic() - started, 1)}
     if junit.exists():
-        result.update(_junit_counts(junit))
+        result.update(pytestlog.junit_counts(junit.read_text()))
     return result
 
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import apply, gitlib
+from . import apply, gitlib, locking
 
 PR_STATE = "pr.json"  # in <git-dir>/petit-series/: the branch head `make pr` wrote
 
@@ -180,7 +180,7 @@ def update_branch(tree: Path, branch: str, new_head: str, force: bool) -> None:
     gitlib.run(["update-ref", ref, new_head], tree)
     state = _load_pr_state(tree)
     state.setdefault("heads", {})[branch] = new_head
-    apply._write_json(apply.state_dir(tree) / PR_STATE, state)
+    locking.write_json(apply.state_dir(tree) / PR_STATE, state)
 
 
 def changed_files(tree: Path, base: str, head: str) -> list[tuple[str, str, Optional[str]]]:

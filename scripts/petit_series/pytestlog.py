@@ -1,8 +1,9 @@
-"""What pytest printed: its summary line and its failures."""
+"""What pytest reported: its summary line, its failures, its JUnit XML counts."""
 
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from typing import Optional
 
 
@@ -15,3 +16,16 @@ def pytest_summary(output: str) -> Optional[str]:
 def failed_tests(output: str) -> list[str]:
     """pytest's `FAILED node - reason` / `ERROR node` summary lines."""
     return [x for x in output.splitlines() if x.startswith(("FAILED ", "ERROR "))]
+
+
+def junit_counts(xml_text: str) -> dict:
+    """{tests, failures, errors, skipped, passed} summed over a JUnit XML report's
+    test suites (a `<testsuite>` root, or `<testsuites>` holding them)."""
+    root = ET.fromstring(xml_text)
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in suites:
+        for key in total:
+            total[key] += int(suite.get(key, 0))
+    total["passed"] = total["tests"] - total["failures"] - total["errors"] - total["skipped"]
+    return total
