@@ -31,9 +31,12 @@ default `main`, in `build/sglang/<ref>` or the checkout named by SGLANG_SOURCE):
    as `main`, the newest release). `TESTS=0` skips it. `PETIT_PR_TEST_CMD`
    replaces the command (`{version}` and `{tree}` are substituted).
 4. Body (`prbody.py`). `build/pr/PR_BODY.md` fills `scripts/pr_body_template.md` (SGLang's PR
-   template) with facts only: the commits' subjects and bodies, the files, the
-   compatibility matrix from `build/matrix.json` (with its refs, and a warning
-   when it may be stale), the newest valid AMD GPU results per arch from
+   template) with facts only: the commits' subjects and bodies (a warning when
+   commits are authored by the tooling's identity), the files, the PR plan
+   (`scripts/pr_plan.json`: the smaller PRs reviewers may ask for, in merge
+   order, by commit number), one line from `build/matrix.json` (how many
+   releases the series applies to, the ones it misses, a warning when it may
+   be stale), the newest valid AMD GPU results per arch from
    `build/amd-results/*.json` (validated with `ci/amd/results.py validate`), the
    style and test results. Whatever is missing is a marked TODO, never a number.
    `build/pr/pr.json` holds the same facts for machines.
@@ -68,15 +71,16 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 
-from . import apply, gitlib, series, upstream, versions
+from . import apply, gitlib, refresh, series, upstream, versions
 from .prbody import TEMPLATE, render_body
-from .prbranch import BOT_IDENTITIES, PrError, build_branch, changed_files, series_commits, split_message
+from .prbranch import PrError, build_branch, changed_files, is_bot, series_commits, split_message
 from .prbranch import strip_downstream_trailers, update_branch
 from .prstyle import Check, run_logged, run_style
 from .pytestlog import pytest_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 AMD_RESULTS_SCRIPT = ROOT / "ci" / "amd" / "results.py"
+PLAN = ROOT / "scripts" / "pr_plan.json"
 
 DEFAULT_BRANCH = "petit-mxfp4-pr"
 DEFAULT_TITLE = "[AMD] Add petit_mxfp4: MXFP4 checkpoints on MI200/MI300 through Petit kernels"
@@ -217,6 +221,11 @@ def load_matrix(build: Path, patches: series.Series) -> Optional[dict]:
     }
 
 
+def load_plan() -> Optional[dict]:
+    """`scripts/pr_plan.json`: how the series splits into upstream PRs (None if absent)."""
+    return json.loads(PLAN.read_text()) if PLAN.exists() else None
+
+
 def load_amd_results(build: Path) -> dict:
     files = sorted(glob.glob(str(build / "amd-results" / "*.json")))
     valid, invalid = [], []
@@ -328,6 +337,7 @@ def collect(tree: Path, record: dict, opts: Options) -> dict:
     head = build_branch(tree, record["base"], commits, opts)
     update_branch(tree, opts.branch, head, opts.force)
     pr_commits = series_commits(tree, head)
+    patch_files = gitlib.trailer_values(tree, [c.sha for c in commits], apply.PATCH_TRAILER)
     results = record["results"]
     return {
         "ref": record["ref"],
@@ -337,10 +347,11 @@ def collect(tree: Path, record: dict, opts: Options) -> dict:
         "head": head,
         "squash": opts.squash,
         "digest": record.get("digest", ""),
-        "commits": [dict(zip(("subject", "body"), split_message(strip_downstream_trailers(c.message))))
+        "commits": [dict(zip(("subject", "body"), split_message(strip_downstream_trailers(c.message))),
+                         patch=refresh.entry_name(patch_files[c.sha]) if patch_files.get(c.sha) else None)
                     for c in commits],
         "pr_commits": [c.subject for c in pr_commits],
-        "authors": sorted({c.author_email.lower() for c in pr_commits} | {c.author_name.lower() for c in pr_commits}),
+        "bot_authored": [f"{c.author_name} <{c.author_email}>" for c in pr_commits if is_bot(c.author_name, c.author_email)],
         "files": changed_files(tree, record["base"], head),
         "dropped": [{"name": r["name"], "subject": r.get("subject", ""), "evidence": r.get("evidence", "")}
                     for r in results if r["status"] == "already-upstream"],
@@ -355,9 +366,10 @@ def prepare(opts: Options, *, tree: Path, build: Path, cache: upstream.Cache, pa
     facts = collect(tree, record, opts)
     print(f"\nbranch {opts.branch} in {tree}: {len(facts['pr_commits'])} commit(s) on {record['ref']} "
           f"({facts['head'][:12]})")
-    if not opts.author and set(facts["authors"]) & {b.lower() for b in BOT_IDENTITIES}:
-        print("  note: the commits are authored by the tooling's identity; set PR_AUTHOR='Name <email>' "
-              "to sign them as the person opening the PR")
+    if facts["bot_authored"]:
+        print(f"warning: {len(facts['bot_authored'])} of {len(facts['pr_commits'])} commits are authored by the "
+              f"tooling's identity ({', '.join(sorted(set(facts['bot_authored'])))}); set PR_AUTHOR='Name <email>' "
+              "to sign them as the person opening the PR", file=sys.stderr)
     for d in facts["dropped"]:
         print(f"  dropped (already upstream): {d['name']}")
     for d in facts["excluded"]:
@@ -371,7 +383,7 @@ def prepare(opts: Options, *, tree: Path, build: Path, cache: upstream.Cache, pa
     out = build / "pr"
     out.mkdir(parents=True, exist_ok=True)
     body = out / "PR_BODY.md"
-    body.write_text(render_body(facts, style, tests, matrix_facts, amd, TEMPLATE.read_text()))
+    body.write_text(render_body(facts, style, tests, matrix_facts, amd, TEMPLATE.read_text(), load_plan()))
     summary = {
         **facts,
         "title": opts.title,

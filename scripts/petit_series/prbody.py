@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from . import matrix
 from .prbranch import PrError
 from .prstyle import Check
 from .pytestlog import failed_tests
@@ -47,6 +46,10 @@ def render_modifications(facts: dict) -> str:
             out += [c["body"], ""]
     if facts["squash"]:
         out += ["(Squashed into one commit.)", ""]
+    if facts["bot_authored"]:
+        out += [f"> **Warning**: {len(facts['bot_authored'])} of {len(facts['pr_commits'])} commits are authored by "
+                f"the tooling's identity ({', '.join(f'`{a}`' for a in sorted(set(facts['bot_authored'])))}); "
+                "run `make pr PR_AUTHOR='Name <email>'` to sign them as the person opening the PR.", ""]
     out += ["Files:", ""] + [_file_row(*row) for row in facts["files"]] + [""]
     if facts["dropped"]:
         out += [f"Not in this PR (already in SGLang `{facts['ref']}`):", ""]
@@ -66,19 +69,49 @@ def _file_row(status: str, path: str, source: Optional[str]) -> str:
 
 
 def render_compatibility(m: Optional[dict]) -> str:
+    """What a reviewer of the base branch needs: the branch is built on the commit
+    named above; the release matrix is one line (and the releases it misses)."""
     if m is None:
         return TODO + "`build/matrix.json` is absent; run `make matrix` and `make pr` again."
     if "error" in m:
         return TODO + m["error"]
-    ok = [r["ref"] for r in m["rows"] if r.get("ok")]
+    rows = m["rows"]
+    ok = [r["ref"] for r in rows if r.get("ok")]
+    span = f", `{rows[0]['ref']}` to `{rows[-1]['ref']}`" if rows else ""
     out = [
-        f"The series applies to {len(ok)} of {len(m['rows'])} SGLang releases tried "
-        f"(`build/matrix.json`, generated {m['generated']}; refs: {', '.join(m['refs'])}).",
+        "This branch is built on the SGLang commit named under Modifications. The same series "
+        f"also applies to {len(ok)} of {len(rows)} SGLang releases tried{span} "
+        f"(`build/matrix.json`, generated {m['generated']}; `make matrix` for the table)."
     ]
+    failed = [r for r in rows if not r.get("ok")]
+    if failed:
+        out += ["", "It does not apply to:", ""]
+        out += [f"- `{r['ref']}`: {r.get('error') or 'failed'}" for r in failed]
     if m["stale"]:
         out += ["", f"> **Note**: the matrix may be stale: {'; '.join(m['stale'])}. Run `make matrix`."]
-    out += ["", "<details><summary>matrix</summary>", "", matrix.to_markdown(m["rows"]).rstrip(), "", "</details>"]
     return "\n".join(out)
+
+
+def render_plan(commits: list[dict], plan: Optional[dict]) -> str:
+    """The PRs reviewers would ask for (`scripts/pr_plan.json`), in merge order: each
+    with the numbers of its commits under Modifications and the tests to run."""
+    by_patch: dict[Optional[str], list[int]] = {}
+    for i, c in enumerate(commits, 1):
+        by_patch.setdefault(c.get("patch"), []).append(i)
+    out, placed = [], set()
+    for group in (plan or {}).get("prs", []):
+        numbers = [i for name in group["patches"] for i in by_patch.get(name, [])]
+        placed.update(group["patches"])
+        if not numbers:
+            continue
+        out.append(f"{len(out) + 1}. **{group['title']}** (commits {', '.join(map(str, numbers))}): {group['why']}"
+                   + (f" Tests: {', '.join(f'`{t}`' for t in group['tests'])}." if group.get("tests") else ""))
+    if not out:
+        return "One PR: `scripts/pr_plan.json` assigns none of these commits."
+    rest = sorted(i for name, numbers in by_patch.items() if name not in placed for i in numbers)
+    if rest:
+        out.append(f"{len(out) + 1}. Not in `scripts/pr_plan.json` (commits {', '.join(map(str, rest))}): to be placed.")
+    return "\n".join(["If reviewers prefer smaller PRs, this one splits into these, merged in this order:", ""] + out)
 
 
 def _fmt(value, spec: str = "") -> str:
@@ -172,9 +205,11 @@ def render_style_details(style: Check) -> str:
                       _quote_output(style.output), "", "</details>"])
 
 
-def render_body(facts: dict, style: Check, tests: Check, matrix_facts: Optional[dict], amd: dict, template: str) -> str:
+def render_body(facts: dict, style: Check, tests: Check, matrix_facts: Optional[dict], amd: dict, template: str,
+                plan: Optional[dict] = None) -> str:
     return render_template(template, {
         "modifications": render_modifications(facts),
+        "plan": render_plan(facts["commits"], plan),
         "compatibility": render_compatibility(matrix_facts),
         "accuracy": render_accuracy(amd, tests),
         "speed": render_speed(amd),

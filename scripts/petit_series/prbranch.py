@@ -94,6 +94,14 @@ def squash_message(title: str, messages: Sequence[str]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def is_bot(name: str, email: str) -> bool:
+    """An identity of the tooling: its name or email, or a GitHub noreply address of its name."""
+    bots = {b.lower() for b in BOT_IDENTITIES}
+    local, _, domain = email.lower().partition("@")
+    return (name.lower() in bots or email.lower() in bots
+            or (domain == "users.noreply.github.com" and local.split("+")[-1] in bots))
+
+
 def parse_identity(text: str) -> tuple[str, str]:
     """`Name <email>` -> (name, email)."""
     m = re.fullmatch(r"\s*([^<>]+?)\s*<([^<>@\s]+@[^<>\s]+)>\s*", text or "")

@@ -104,7 +104,7 @@ class Plan:
         return [str(i.target.relative_to(root)) for i in self.items if not i.keep]
 
 
-def _entry_name(file: str) -> str:
+def entry_name(file: str) -> str:
     """The series line of a patch file: `0003-x.patch`, or `0006-y/` for a variant."""
     return file.split("/")[0] + "/" if "/" in file else file
 
@@ -143,7 +143,7 @@ def plan(tree: Path, series: Series, *, new_variant: bool = False, keep_three_wa
     for commit in commits:
         name = names.get(commit)
         result = results.get(name) if name else None
-        entry = entries.get(_entry_name(name)) if name else None
+        entry = entries.get(entry_name(name)) if name else None
         if entry is not None:
             source = target = series.root / name
             if entry.is_variant_dir and version and source.parent == entry.path:

@@ -175,6 +175,52 @@ def test_style_findings_are_attributed_to_the_series_or_upstream():
     assert prstyle.attribute([{"tool": "black", "file": "pkg/a.py", "lines": set()}], ours)[0]
 
 
+def test_bot_identities():
+    assert prbranch.is_bot("sglang-petit", "petit@example.com")
+    assert prbranch.is_bot("Someone", "sglang-petit@users.noreply.github.com")
+    assert prbranch.is_bot("Someone", "123+sglang-petit@users.noreply.github.com")
+    assert not prbranch.is_bot("Jane Doe", "123+jane@users.noreply.github.com")
+    assert not prbranch.is_bot("Jane Doe", "jane@example.com")
+
+
+PLAN = {"prs": [
+    {"title": "dense", "why": "the method.", "patches": ["0001-a.patch", "0003-v/"], "tests": ["test/t.py"]},
+    {"title": "nvfp4", "why": "a change.", "patches": ["0002-b.patch"], "tests": []},
+    {"title": "gone", "why": "already upstream.", "patches": ["0009-z.patch"]},
+]}
+
+
+def test_plan_numbers_the_commits_of_each_pr_in_merge_order():
+    commits = [{"subject": s, "patch": p} for s, p in
+               (("a", "0001-a.patch"), ("b", "0002-b.patch"), ("v", "0003-v/"), ("new", "0004-new.patch"), ("x", None))]
+    text = prbody.render_plan(commits, PLAN)
+    assert text.splitlines()[2:] == [
+        "1. **dense** (commits 1, 3): the method. Tests: `test/t.py`.",
+        "2. **nvfp4** (commits 2): a change.",
+        "3. Not in `scripts/pr_plan.json` (commits 4, 5): to be placed.",
+    ]
+    assert prbody.render_plan(commits[3:], PLAN) == "One PR: `scripts/pr_plan.json` assigns none of these commits."
+
+
+def test_the_repository_plan_places_every_patch_of_the_series_once():
+    plan = pr.load_plan()
+    listed = [name for group in plan["prs"] for name in group["patches"]]
+    series_file = ROOT / "patches" / "series"
+    entries = [x.split("#")[0].strip() for x in series_file.read_text().splitlines()]
+    entries = [x for x in entries if x and not x.startswith("@")]
+    assert sorted(listed) == sorted(set(listed))
+    assert set(listed) <= set(entries), set(listed) - set(entries)
+
+
+def test_bot_authored_commits_are_a_warning_in_the_body():
+    facts = {"ref": "main", "base": "a" * 40, "source": "git", "squash": False, "files": [],
+             "dropped": [], "excluded": [], "commits": [{"subject": "s", "body": ""}],
+             "pr_commits": ["s", "t"], "bot_authored": ["sglang-petit <petit@example.com>"]}
+    text = prbody.render_modifications(facts)
+    assert "> **Warning**: 1 of 2 commits are authored by the tooling's identity (`sglang-petit <petit@example.com>`)" in text
+    assert "Warning" not in prbody.render_modifications(dict(facts, bot_authored=[]))
+
+
 def test_render_template_refuses_unknown_and_unused_names():
     assert prbody.render_template("a {{x}} b", {"x": "1\n"}) == "a 1 b"
     with pytest.raises(pr.PrError, match="without values"):
@@ -334,7 +380,11 @@ def test_pr_squash_author_matrix_and_amd_results(prcli):
     assert "* quantization: keep petit.py as a shim" in msg and "Petit-Series" not in msg
     assert git(tree, "log", "-1", "--format=%an <%ae>|%cn", "petit-mxfp4-pr") == "Jane Doe <jane@example.com>|Jane Doe"
     body = _body(prcli)
-    assert "applies to 1 of 2 SGLang releases tried" in body and "refs: v0.5.9, v0.5.14" in body
+    assert "applies to 1 of 2 SGLang releases tried, `v0.5.9` to `v0.5.14`" in body
+    assert "- `v0.5.14`: failed" in body and "| v0.5.9 |" not in body  # the misses, not the table
+    # scripts/pr_plan.json knows the fixture's 0001 (a real patch name), not the others
+    assert "1. **[AMD] petit_mxfp4: MXFP4 dense linear layers through Petit** (commits 1): " in body
+    assert "2. Not in `scripts/pr_plan.json` (commits 2, 3, 4): to be placed." in body
     assert "may be stale: its patch list differs from patches/series" in body
     assert "| mi300 | 200 | 0.785 | 0.000 | 0.6 | True |" in body
     assert "| 3.10 | 793.6 |" in body and "[CI run](https://github.com/o/r/actions/runs/1)" in body
