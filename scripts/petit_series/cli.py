@@ -387,6 +387,11 @@ def _epilog(*codes: str) -> str:
     return "\n".join(keep) + "\n\n" + ENVIRONMENT
 
 
+def _refs_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--refs`: the releases a many-release command (matrix, bench) runs on."""
+    parser.add_argument("--refs", nargs="*", default=None, help=help)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -517,10 +522,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s = _sub(sub, "matrix", cmd_matrix)
     common(s, ref=False)
-    s.add_argument(
-        "--refs", nargs="*", default=None,
-        help="releases to apply (env REFS, space-separated; default: every supported release on PyPI)",
-    )
+    _refs_option(s, "releases to apply (env REFS, space-separated; default: every supported release on PyPI)")
     s.add_argument(
         "--jobs", type=_positive_int, default=None,
         help="releases applied in parallel (env JOBS; default: 2)",
@@ -533,10 +535,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s = _sub(sub, "bench", cmd_bench)
     common(s, ref=False)
-    s.add_argument(
-        "--refs", nargs="*", default=None,
-        help="releases to time (default: every supported release on PyPI)",
-    )
+    _refs_option(s, "releases to time (default: every supported release on PyPI)")
     s = _sub(sub, "footprint", cmd_footprint)
     s.add_argument(
         "--ref", default=_env("SGLANG_REF"),
