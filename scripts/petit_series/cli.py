@@ -97,9 +97,9 @@ def _publish(tree: Path, ref: str) -> None:
             shutil.copyfile(src / f"report.{ext}", dest / f"{versions.safe_ref_name(ref)}.{ext}")
 
 
-def _context(args, up: upstream.Upstream, cache: upstream.Cache) -> apply.Context:
+def _context(args, up: upstream.Upstream, cache: upstream.Cache, patches: series.Series) -> apply.Context:
     tree = upstream.prepare_tree(up, tree_for(args, up))
-    return apply.make_context(tree, up, series.load(Path(args.patches)), cache, args.repo)
+    return apply.make_context(tree, up, patches, cache, args.repo)
 
 
 def _remove_new_tree(tree: Path) -> None:
@@ -118,8 +118,7 @@ def _run_apply(args, op: str) -> int:
     target = tree_for(args, up)
     created = up.source != "path" and not target.exists()
     try:
-        ctx = _context(args, up, cache)
-        ctx.series = patches
+        ctx = _context(args, up, cache, patches)
         record = apply.run_series(ctx, op=op, force=getattr(args, "force", False))
     except apply.Conflict as exc:
         _publish(ctx.tree, up.ref)

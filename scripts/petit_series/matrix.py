@@ -35,7 +35,7 @@ def supported_refs(cache: upstream.Cache) -> list[str]:
 def _one(
     up: upstream.Upstream,
     cache: upstream.Cache,
-    patches: Path,
+    patches: series.Series,
     build: Path,
     repo: str,
     with_tests: bool = False,
@@ -47,7 +47,7 @@ def _one(
         tree = upstream.prepare_tree(up, tree)
         if apply.load_state(tree):
             apply.abort_series(tree)
-        ctx = apply.make_context(tree, up, series.load(patches), cache, repo, quiet=True)
+        ctx = apply.make_context(tree, up, patches, cache, repo, quiet=True)
         # A tree that only proves that the series applies needs just the
         # directories the patches touch (the same git am path, a fraction of the
         # I/O); running the tests needs all of it.
@@ -114,7 +114,7 @@ def run(
     jobs: int = 2,
     with_tests: bool = False,
 ) -> list[dict]:
-    series.load(patches)  # fail early on a broken series
+    loaded = series.load(patches)  # once, and before any download: a broken series fails early
     cache.ensure()
     if not refs:
         refs = supported_refs(cache)
@@ -132,7 +132,7 @@ def run(
             ups.append({"ref": ref, "ok": False, "patches": [], "error": str(exc)})
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [
-            pool.submit(_one, up, cache, patches, build, repo, with_tests)
+            pool.submit(_one, up, cache, loaded, build, repo, with_tests)
             if isinstance(up, upstream.Upstream)
             else None
             for up in ups
