@@ -38,6 +38,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from petit_series import pytestlog  # noqa: E402
+
 SCHEMA = "petit-amd-result/v1"
 TOP_KEYS = {
     "schema": str, "status": str, "failures": list, "created": str, "run": dict,
@@ -79,16 +82,10 @@ def parse_bench(text: str) -> dict | None:
 
 
 def parse_junit(text: str) -> dict:
-    root = ET.fromstring(text)
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    tot = {"tests": 0, "failed": 0, "errors": 0, "skipped": 0}
-    for s in suites:
-        tot["tests"] += int(s.get("tests", 0))
-        tot["failed"] += int(s.get("failures", 0))
-        tot["errors"] += int(s.get("errors", 0))
-        tot["skipped"] += int(s.get("skipped", 0))
-    tot["passed"] = tot["tests"] - tot["failed"] - tot["errors"] - tot["skipped"]
-    return tot
+    """The layer tests' counts in this schema's names (`failed`, not JUnit's `failures`)."""
+    counts = pytestlog.junit_counts(text)
+    counts["failed"] = counts.pop("failures")
+    return counts
 
 
 def _read(path: str | None) -> str | None:

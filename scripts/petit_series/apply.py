@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import gitlib, hints, report, versions
+from . import gitlib, hints, locking, report, versions
 from .locking import FileLock
 from .series import Series
 from . import upstream as upstream_mod
@@ -95,11 +95,14 @@ def _read_json(path: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+def save_state(tree: Path, state: dict) -> None:
+    """The one writer of state.json (the operation in progress)."""
+    locking.write_json(state_dir(tree) / "state.json", state)
+
+
+def save_record(tree: Path, record: dict) -> None:
+    """The one writer of record.json (apply, continue and refresh all end here)."""
+    locking.write_json(state_dir(tree) / "record.json", record)
 
 
 def load_record(tree: Path) -> Optional[dict]:
@@ -459,7 +462,7 @@ def run_series(ctx: Context, *, op: str = "apply", force: bool = False) -> dict:
         gitlib.run(["update-ref", UPSTREAM_REF, ctx.upstream.commit], tree)
         gitlib.run(["checkout", "--quiet", "--force", "-B", ctx.branch, ctx.upstream.commit], tree)
         state = _new_state(ctx, orig_head, orig_branch, op)
-        _write_json(state_dir(tree) / "state.json", state)
+        save_state(tree, state)
         say(ctx.quiet, _banner(ctx))
         return _continue_from(ctx, state)
 
@@ -491,7 +494,7 @@ def _continue_from(ctx: Context, state: dict) -> dict:
         except Conflict as exc:
             state["status"] = "conflict"
             state["results"].append(exc.result)
-            _write_json(state_dir(tree) / "state.json", state)
+            save_state(tree, state)
             report.write(state_dir(tree), state, tree=tree)
             say(ctx.quiet, f"{prefix}: {_describe(exc.result)}")
             raise
@@ -503,7 +506,7 @@ def _continue_from(ctx: Context, state: dict) -> dict:
             result["exported"] = True
         state["results"].append(result)
         state["next"] += 1
-        _write_json(state_dir(tree) / "state.json", state)
+        save_state(tree, state)
         say(ctx.quiet, f"{prefix}: {_describe(result)}")
     return _finish(ctx, state)
 
@@ -513,7 +516,7 @@ def _finish(ctx: Context, state: dict) -> dict:
     state["status"] = "ok"
     state["head"] = gitlib.out(["rev-parse", "HEAD"], tree)
     record = {k: v for k, v in state.items() if k not in ("next", "orig_head", "orig_branch")}
-    _write_json(state_dir(tree) / "record.json", record)
+    save_record(tree, record)
     if not unexported(record) and not skipped_by_user(record):
         mark_exported(tree, state["head"], state["base"])
     (state_dir(tree) / "state.json").unlink(missing_ok=True)
@@ -559,7 +562,7 @@ def continue_series(ctx: Context) -> dict:
             say(ctx.quiet, f"{last['name']}: resolved, continuing")
         state["next"] += 1
         state["status"] = "running"
-        _write_json(state_dir(tree) / "state.json", state)
+        save_state(tree, state)
         return _continue_from(ctx, state)
 
 

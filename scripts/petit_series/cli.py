@@ -97,9 +97,9 @@ def _publish(tree: Path, ref: str) -> None:
             shutil.copyfile(src / f"report.{ext}", dest / f"{versions.safe_ref_name(ref)}.{ext}")
 
 
-def _context(args, up: upstream.Upstream, cache: upstream.Cache) -> apply.Context:
+def _context(args, up: upstream.Upstream, cache: upstream.Cache, patches: series.Series) -> apply.Context:
     tree = upstream.prepare_tree(up, tree_for(args, up))
-    return apply.make_context(tree, up, series.load(Path(args.patches)), cache, args.repo)
+    return apply.make_context(tree, up, patches, cache, args.repo)
 
 
 def _remove_new_tree(tree: Path) -> None:
@@ -118,8 +118,7 @@ def _run_apply(args, op: str) -> int:
     target = tree_for(args, up)
     created = up.source != "path" and not target.exists()
     try:
-        ctx = _context(args, up, cache)
-        ctx.series = patches
+        ctx = _context(args, up, cache, patches)
         record = apply.run_series(ctx, op=op, force=getattr(args, "force", False))
     except apply.Conflict as exc:
         _publish(ctx.tree, up.ref)
@@ -387,6 +386,11 @@ def _epilog(*codes: str) -> str:
     return "\n".join(keep) + "\n\n" + ENVIRONMENT
 
 
+def _refs_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--refs`: the releases a many-release command (matrix, bench) runs on."""
+    parser.add_argument("--refs", nargs="*", default=None, help=help)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -517,10 +521,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s = _sub(sub, "matrix", cmd_matrix)
     common(s, ref=False)
-    s.add_argument(
-        "--refs", nargs="*", default=None,
-        help="releases to apply (env REFS, space-separated; default: every supported release on PyPI)",
-    )
+    _refs_option(s, "releases to apply (env REFS, space-separated; default: every supported release on PyPI)")
     s.add_argument(
         "--jobs", type=_positive_int, default=None,
         help="releases applied in parallel (env JOBS; default: 2)",
@@ -533,10 +534,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s = _sub(sub, "bench", cmd_bench)
     common(s, ref=False)
-    s.add_argument(
-        "--refs", nargs="*", default=None,
-        help="releases to time (default: every supported release on PyPI)",
-    )
+    _refs_option(s, "releases to time (default: every supported release on PyPI)")
     s = _sub(sub, "footprint", cmd_footprint)
     s.add_argument(
         "--ref", default=_env("SGLANG_REF"),

@@ -64,15 +64,15 @@ constraints to every release env so no dependency can swap torch); per
 release, the METADATA pins of the packages in COMMON_DEPS/VERSIONED_DEPS
 (e.g. transformers 4.57.1 for 0.5.9, 5.3.0 for 0.5.10, 5.19.0 for 0.5.23).
 
-The module imports only the standard library.
+The module imports only the standard library (and its own package).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -81,6 +81,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+from . import locking, versions
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO / "build" / "venv"
@@ -161,17 +163,6 @@ def _log(msg: str) -> None:
     print(f"[harness] {msg}", file=sys.stderr, flush=True)
 
 
-def _version_tuple(v: str) -> tuple:
-    parts = []
-    for p in re.split(r"[.+-]", v):
-        m = re.match(r"\d+", p)
-        if m:
-            parts.append(int(m.group()))
-        else:
-            break
-    return tuple(parts)
-
-
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -198,32 +189,9 @@ def _ensure_built(env: Path, spec: dict, lock: Path, build: Callable[[], None]) 
     serialized by ``lock``; a process that waited for it checks again first."""
     if _is_current(env, spec):
         return
-    with _lock(lock):
+    with locking.FileLock(lock, f"the build of {env}", wait=math.inf):
         if not _is_current(env, spec):
             build()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """Serialise builds of one env across processes (fcntl, POSIX only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _run_step(step: str, cmd: Sequence[str], log: Path, env: Optional[dict] = None) -> str:
@@ -322,7 +290,7 @@ def _build_base(base: Path, spec: dict, root: Path) -> None:
         log,
         env=_clean_env(),
     )
-    _write_atomic(base / STAMP, json.dumps({"spec": _hash(spec), "reqs": BASE_REQS, "built_s": round(time.time() - t0, 1)}))
+    locking.write_atomic(base / STAMP, json.dumps({"spec": _hash(spec), "reqs": BASE_REQS, "built_s": round(time.time() - t0, 1)}))
     _log(f"base env ready in {time.time() - t0:.0f}s")
 
 
@@ -359,8 +327,8 @@ def _installed_metadata(site: Path, dist: str, version: str) -> str:
 def release_requirements(version: str, metadata_text: str) -> List[str]:
     """The runtime deps to install for ``version``, pinned as its METADATA pins them."""
     pins = _parse_requires(metadata_text)
-    vt = _version_tuple(version)
-    names = list(COMMON_DEPS) + [n for n, since in VERSIONED_DEPS.items() if vt >= since]
+    release = versions.key(version)[:3]
+    names = list(COMMON_DEPS) + [n for n, since in VERSIONED_DEPS.items() if release >= since]
     out = []
     for n in names:
         if _norm(n) in FROM_BASE:
@@ -404,7 +372,7 @@ def ensure_env(version: str, tree: Path, root: Path = DEFAULT_ROOT) -> Path:
     pth = site / "_petit_tree.pth"
     text = _tree_pth_text(tree)
     if not pth.exists() or pth.read_text() != text:
-        _write_atomic(pth, text)
+        locking.write_atomic(pth, text)
     return py
 
 
@@ -434,7 +402,7 @@ def _build_release_env(version: str, env: Path, base_py: Path, root: Path, spec:
         log,
         env=_clean_env(),
     )
-    _write_atomic(
+    locking.write_atomic(
         env / STAMP,
         json.dumps(
             {
@@ -479,21 +447,27 @@ def verify_env(version: str, tree: Path, root: Path = DEFAULT_ROOT) -> dict:
 # --------------------------------------------------------------------------
 
 
-def ensure_exporters(root: Path = DEFAULT_ROOT) -> Path:
-    root = Path(root).resolve()
-    env = root / "exporters"
-    spec = {"rev": HARNESS_REV, "reqs": EXPORTER_REQS}
-    _ensure_built(env, spec, root / ".lock-exporters", lambda: _build_exporters(env, spec, root))
+def ensure_tool_venv(env: Path, reqs: Sequence[str], log: Path, what: str) -> Path:
+    """A venv at ``env`` holding ``reqs`` from PyPI, built once (again when ``reqs``
+    or HARNESS_REV change; builds serialized by a lock beside it); returns its python.
+    The one builder of tool venvs: the exporters here, the style tools of `make pr`."""
+    env = Path(env)
+    spec = {"rev": HARNESS_REV, "reqs": list(reqs)}
+
+    def build() -> None:
+        py = _venv_python(env)
+        t0 = time.time()
+        _create_venv(f"create {what} venv", env, _base_python(), log)
+        _run_step(f"pip install {what} ({' '.join(reqs)})", [py, "-m", "pip", "install", *_pip_extra_args(), *reqs], log, env=_clean_env())
+        locking.write_atomic(env / STAMP, json.dumps({"spec": _hash(spec), "reqs": list(reqs), "built_s": round(time.time() - t0, 1)}))
+
+    _ensure_built(env, spec, env.parent / f".lock-{env.name}", build)
     return _venv_python(env)
 
 
-def _build_exporters(env: Path, spec: dict, root: Path) -> None:
-    py = _venv_python(env)
-    log = root / "logs" / "exporters.log"
-    t0 = time.time()
-    _create_venv("create exporters venv", env, _base_python(), log)
-    _run_step("pip install exporters (quark/modelopt/torch cpu)", [py, "-m", "pip", "install", *_pip_extra_args(), *EXPORTER_REQS], log, env=_clean_env())
-    _write_atomic(env / STAMP, json.dumps({"spec": _hash(spec), "reqs": EXPORTER_REQS, "built_s": round(time.time() - t0, 1)}))
+def ensure_exporters(root: Path = DEFAULT_ROOT) -> Path:
+    root = Path(root).resolve()
+    return ensure_tool_venv(root / "exporters", EXPORTER_REQS, root / "logs" / "exporters.log", "exporters (quark/modelopt/torch cpu)")
 
 
 def ensure_checkpoints(root: Path = DEFAULT_ROOT, out: Path = CHECKPOINT_ROOT, names: Iterable[str] = ()) -> int:

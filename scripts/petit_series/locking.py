@@ -1,8 +1,10 @@
-"""An advisory lock file: one run at a time per tree or cache."""
+"""Advisory lock files (one run at a time per tree, cache or environment build)
+and atomic writes: the one home of both."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ class FileLock:
     def __init__(self, path: Path, what: str, wait: float = 0.0):
         self.path = path
         self.what = what
-        self.wait = wait  # seconds to wait for the holder; 0 fails at once
+        self.wait = wait  # seconds to wait for the holder; 0 fails at once, math.inf never
         self._fd: Optional[int] = None
 
     def __enter__(self) -> "FileLock":
@@ -48,3 +50,16 @@ class FileLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old or the new file, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """`data` as indented, key-sorted JSON, atomically."""
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import xml.etree.ElementTree as ET
 import os
 import time
 from pathlib import Path
 from typing import Optional
 
-from . import apply, refresh, gitlib, pypi, series, upstream, versions
+from . import apply, refresh, gitlib, pypi, pytestlog, series, upstream, versions
 
 SYMBOL = {
     "applied": "ok",
@@ -36,7 +35,7 @@ def supported_refs(cache: upstream.Cache) -> list[str]:
 def _one(
     up: upstream.Upstream,
     cache: upstream.Cache,
-    patches: Path,
+    patches: series.Series,
     build: Path,
     repo: str,
     with_tests: bool = False,
@@ -48,7 +47,7 @@ def _one(
         tree = upstream.prepare_tree(up, tree)
         if apply.load_state(tree):
             apply.abort_series(tree)
-        ctx = apply.make_context(tree, up, series.load(patches), cache, repo, quiet=True)
+        ctx = apply.make_context(tree, up, patches, cache, repo, quiet=True)
         # A tree that only proves that the series applies needs just the
         # directories the patches touch (the same git am path, a fraction of the
         # I/O); running the tests needs all of it.
@@ -69,17 +68,6 @@ def _one(
     return row
 
 
-def _junit_counts(path: Path) -> dict:
-    root = ET.parse(path).getroot()
-    suites = [root] if root.tag == "testsuite" else list(root)
-    total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for suite in suites:
-        for key in total:
-            total[key] += int(suite.get(key, 0))
-    total["passed"] = total["tests"] - total["failures"] - total["errors"] - total["skipped"]
-    return total
-
-
 def run_tests(row: dict, tree: Path, build: Path) -> dict:
     """The series' own tests (tests/series) on an applied tree, in the release's env."""
     from . import harness
@@ -96,7 +84,7 @@ def run_tests(row: dict, tree: Path, build: Path) -> dict:
         return {"ok": False, "error": str(exc)}
     result = {"ok": rc == 0, "rc": rc, "seconds": round(time.monotonic() - started, 1)}
     if junit.exists():
-        result.update(_junit_counts(junit))
+        result.update(pytestlog.junit_counts(junit.read_text()))
     return result
 
 
@@ -126,7 +114,7 @@ def run(
     jobs: int = 2,
     with_tests: bool = False,
 ) -> list[dict]:
-    series.load(patches)  # fail early on a broken series
+    loaded = series.load(patches)  # once, and before any download: a broken series fails early
     cache.ensure()
     if not refs:
         refs = supported_refs(cache)
@@ -144,7 +132,7 @@ def run(
             ups.append({"ref": ref, "ok": False, "patches": [], "error": str(exc)})
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [
-            pool.submit(_one, up, cache, patches, build, repo, with_tests)
+            pool.submit(_one, up, cache, loaded, build, repo, with_tests)
             if isinstance(up, upstream.Upstream)
             else None
             for up in ups

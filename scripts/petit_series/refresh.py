@@ -28,12 +28,11 @@ from .apply import (
     PATCH_TRAILER,
     UPSTREAM_REF,
     ApplyError,
-    _write_json,
     load_record,
     load_state,
     mark_exported,
+    save_record,
     skipped_by_user,
-    state_dir,
 )
 from .series import Series
 
@@ -105,7 +104,7 @@ class Plan:
         return [str(i.target.relative_to(root)) for i in self.items if not i.keep]
 
 
-def _entry_name(file: str) -> str:
+def entry_name(file: str) -> str:
     """The series line of a patch file: `0003-x.patch`, or `0006-y/` for a variant."""
     return file.split("/")[0] + "/" if "/" in file else file
 
@@ -144,7 +143,7 @@ def plan(tree: Path, series: Series, *, new_variant: bool = False, keep_three_wa
     for commit in commits:
         name = names.get(commit)
         result = results.get(name) if name else None
-        entry = entries.get(_entry_name(name)) if name else None
+        entry = entries.get(entry_name(name)) if name else None
         if entry is not None:
             source = target = series.root / name
             if entry.is_variant_dir and version and source.parent == entry.path:
@@ -257,8 +256,8 @@ def _restamp(tree: Path, root: Path, p: Plan) -> None:
 
 
 def _sync_record(tree: Path, root: Path, p: Plan) -> None:
-    """After an export patches/ reproduces the branch: record that (the one writer
-    of record.json besides apply)."""
+    """After an export patches/ reproduces the branch: record that (through
+    apply.save_record, the one writer of record.json)."""
     from . import series as series_mod
 
     record = load_record(tree)
@@ -282,7 +281,7 @@ def _sync_record(tree: Path, root: Path, p: Plan) -> None:
     rank = {str(path.relative_to(root)): n for n, (_, path, _) in enumerate(loaded.selected(record.get("version")))}
     results.sort(key=lambda r: rank.get(r["file"], len(rank)))
     record.update(results=results, head=head, digest=loaded.digest(record.get("version")))
-    _write_json(state_dir(tree) / "record.json", record)
+    save_record(tree, record)
     mark_exported(tree, head, record["base"])
 
 

@@ -24,6 +24,7 @@ def load_module():
 
 
 nr = load_module()
+import nightly_publish as pub  # noqa: E402  (ci/ is on sys.path once nightly_rebase is loaded)
 
 
 def git(cwd, *args):
@@ -54,7 +55,10 @@ def world(tmp_path):
     git(tmp_path, "init", "--quiet", "--bare", "-b", "main", str(origin))
     git(tmp_path, "init", "--quiet", "-b", "main", str(work))
     (work / "ci").mkdir()
-    shutil.copy(ROOT / "ci" / "nightly_rebase.py", work / "ci" / "nightly_rebase.py")
+    for name in ("nightly_rebase.py", "nightly_publish.py"):
+        shutil.copy(ROOT / "ci" / name, work / "ci" / name)
+    shutil.copytree(ROOT / "scripts" / "petit_series", work / "scripts" / "petit_series",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     (work / "patches").mkdir()
     (work / "patches" / "series").write_text("@base 0.5.23\n0001-x.patch\n")
     (work / "patches" / "0001-x.patch").write_text("old\n")
@@ -251,11 +255,11 @@ def test_gh_failure_is_reported(world):
 # ---------------------------------------------------------------- pure helpers
 
 def test_decide_is_pure_and_ordered():
-    acts = nr.decide(results(), [], [{"number": 4, "body": ""}])
+    acts = pub.decide(results(), [], [{"number": 4, "body": ""}])
     assert [a.kind for a in acts] == ["push-branch", "pr-create", "issue-close"]
-    acts = nr.decide(results(ok=False), [{"number": 2}], [])
+    acts = pub.decide(results(ok=False), [{"number": 2}], [])
     assert [a.kind for a in acts] == ["issue-create"]
-    acts = nr.decide(results(changed=False), [], [])
+    acts = pub.decide(results(changed=False), [], [])
     assert [a.kind for a in acts] == ["noop"]
 
 
@@ -268,12 +272,15 @@ def test_newest_release_tag():
 
 def test_series_base(tmp_path):
     f = tmp_path / "series"
+    (tmp_path / "0001-a.patch").write_text("")
     f.write_text("# comment\n@base 0.5.23  # shared patches exported here\n0001-a.patch\n")
     assert nr.series_base(f) == "v0.5.23"
+    f.write_text("@base 0.5.23\n0002-missing.patch\n")  # a series `make apply` refuses
+    assert nr.series_base(f) is None
     f.write_text("0001-a.patch\n")
     assert nr.series_base(f) is None
 
 
 def test_body_is_truncated():
     r = results(ok=False, report="x" * 100000)
-    assert len(nr.issue_body(r, "sig")) < 65536
+    assert len(pub.issue_body(r, "sig")) < 65536

@@ -20,7 +20,7 @@ from .fixtures import git
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from petit_series import pr  # noqa: E402
+from petit_series import pr, prbody, prbranch, prstyle, pytestlog  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Pure helpers
@@ -45,7 +45,7 @@ Co-authored-by: Other <o@example.com>
 
 
 def test_strip_downstream_trailers_keeps_prose_and_upstream_trailers():
-    assert pr.strip_downstream_trailers(MESSAGE) == (
+    assert prbranch.strip_downstream_trailers(MESSAGE) == (
         "quantization: register petit_mxfp4\n\n"
         "Body line one.\nOrigin: this line is prose, not a trailer block, and stays.\n\n"
         "Signed-off-by: Real Dev <dev@example.com>\n"
@@ -55,33 +55,33 @@ def test_strip_downstream_trailers_keeps_prose_and_upstream_trailers():
 
 def test_strip_downstream_trailers_edge_cases():
     # Only downstream trailers: the whole block goes.
-    assert pr.strip_downstream_trailers("subj\n\nbody\n\nPetit-X: 1\nForwarded: no\n") == "subj\n\nbody\n"
+    assert prbranch.strip_downstream_trailers("subj\n\nbody\n\nPetit-X: 1\nForwarded: no\n") == "subj\n\nbody\n"
     # A subject alone is never a trailer block, even if it looks like one.
-    assert pr.strip_downstream_trailers("Origin: a subject\n") == "Origin: a subject\n"
+    assert prbranch.strip_downstream_trailers("Origin: a subject\n") == "Origin: a subject\n"
     # A last paragraph with prose in it is not a trailer block.
     text = "subj\n\nForwarded: yes\nbut this is prose\n"
-    assert pr.strip_downstream_trailers(text) == text
+    assert prbranch.strip_downstream_trailers(text) == text
     # The bot is recognized by its name or either email, case-insensitively.
     for who in ("SGLang-Petit <x@y.z>", "X <petit@example.com>"):
-        assert pr.strip_downstream_trailers(f"s\n\nb\n\nSigned-off-by: {who}\n") == "s\n\nb\n"
+        assert prbranch.strip_downstream_trailers(f"s\n\nb\n\nSigned-off-by: {who}\n") == "s\n\nb\n"
     # Idempotent.
-    once = pr.strip_downstream_trailers(MESSAGE)
-    assert pr.strip_downstream_trailers(once) == once
+    once = prbranch.strip_downstream_trailers(MESSAGE)
+    assert prbranch.strip_downstream_trailers(once) == once
 
 
 def test_squash_message_and_identity():
-    msg = pr.squash_message("Title", ["a: one\n\nbody 1\n\n- item\n", "b: two\n"])
+    msg = prbranch.squash_message("Title", ["a: one\n\nbody 1\n\n- item\n", "b: two\n"])
     assert msg == "Title\n\n* a: one\n\n  body 1\n\n  - item\n\n* b: two\n"
-    assert pr.parse_identity("Jane Doe <jane@example.com>") == ("Jane Doe", "jane@example.com")
+    assert prbranch.parse_identity("Jane Doe <jane@example.com>") == ("Jane Doe", "jane@example.com")
     with pytest.raises(pr.PrError, match="Name <email>"):
-        pr.parse_identity("jane@example.com")
+        prbranch.parse_identity("jane@example.com")
 
 
 def test_small_parsers():
-    assert pr.pytest_summary("x\n===== 12 passed, 3 skipped in 4.56s =====\n") == "12 passed, 3 skipped"
-    assert pr.pytest_summary("== 1 failed, 2 passed in 61.00s (0:01:01) ==") == "1 failed, 2 passed"
-    assert pr.pytest_summary("no summary") is None
-    assert pr.failed_tests("x\nFAILED t.py::a - boom\nERROR t.py::b\n") == ["FAILED t.py::a - boom", "ERROR t.py::b"]
+    assert pytestlog.pytest_summary("x\n===== 12 passed, 3 skipped in 4.56s =====\n") == "12 passed, 3 skipped"
+    assert pytestlog.pytest_summary("== 1 failed, 2 passed in 61.00s (0:01:01) ==") == "1 failed, 2 passed"
+    assert pytestlog.pytest_summary("no summary") is None
+    assert pytestlog.failed_tests("x\nFAILED t.py::a - boom\nERROR t.py::b\n") == ["FAILED t.py::a - boom", "ERROR t.py::b"]
     for url in ("https://github.com/jane/sglang.git", "git@github.com:jane/sglang.git",
                 "ssh://git@github.com/jane/sglang", "https://github.com/jane/sglang/"):
         assert pr.github_owner(url) == "jane", url
@@ -159,28 +159,74 @@ index 0..3
 
 
 def test_style_findings_are_attributed_to_the_series_or_upstream():
-    findings = pr.tool_findings(STYLE_OUTPUT, "/t/")
+    findings = prstyle.tool_findings(STYLE_OUTPUT, "/t/")
     assert findings == [
         {"tool": "isort", "file": "pkg/a.py", "lines": {4, 5, 6, 7}},
         {"tool": "black", "file": "pkg/new.py", "lines": {11}},
         {"tool": "codespell", "file": "pkg/a.py", "lines": {40}},
         {"tool": "ruff", "file": "pkg/a.py", "lines": {41}},
     ]
-    ours = pr.series_lines(SERIES_DIFF)
+    ours = prstyle.series_lines(SERIES_DIFF)
     assert ours == {"pkg/a.py": {40, 41, 62, 71, 72}, "pkg/new.py": None}
-    mine, theirs = pr.attribute(findings, ours)
+    mine, theirs = prstyle.attribute(findings, ours)
     assert [f["tool"] for f in mine] == ["black", "codespell", "ruff"]
     assert [f["tool"] for f in theirs] == ["isort"]  # upstream's own imports, untouched
     # A finding without line numbers is never waved through.
-    assert pr.attribute([{"tool": "black", "file": "pkg/a.py", "lines": set()}], ours)[0]
+    assert prstyle.attribute([{"tool": "black", "file": "pkg/a.py", "lines": set()}], ours)[0]
+
+
+def test_bot_identities():
+    assert prbranch.is_bot("sglang-petit", "petit@example.com")
+    assert prbranch.is_bot("Someone", "sglang-petit@users.noreply.github.com")
+    assert prbranch.is_bot("Someone", "123+sglang-petit@users.noreply.github.com")
+    assert not prbranch.is_bot("Jane Doe", "123+jane@users.noreply.github.com")
+    assert not prbranch.is_bot("Jane Doe", "jane@example.com")
+
+
+PLAN = {"prs": [
+    {"title": "dense", "why": "the method.", "patches": ["0001-a.patch", "0003-v/"], "tests": ["test/t.py"]},
+    {"title": "nvfp4", "why": "a change.", "patches": ["0002-b.patch"], "tests": []},
+    {"title": "gone", "why": "already upstream.", "patches": ["0009-z.patch"]},
+]}
+
+
+def test_plan_numbers_the_commits_of_each_pr_in_merge_order():
+    commits = [{"subject": s, "patch": p} for s, p in
+               (("a", "0001-a.patch"), ("b", "0002-b.patch"), ("v", "0003-v/"), ("new", "0004-new.patch"), ("x", None))]
+    text = prbody.render_plan(commits, PLAN)
+    assert text.splitlines()[2:] == [
+        "1. **dense** (commits 1, 3): the method. Tests: `test/t.py`.",
+        "2. **nvfp4** (commits 2): a change.",
+        "3. Not in `scripts/pr_plan.json` (commits 4, 5): to be placed.",
+    ]
+    assert prbody.render_plan(commits[3:], PLAN) == "One PR: `scripts/pr_plan.json` assigns none of these commits."
+
+
+def test_the_repository_plan_places_every_patch_of_the_series_once():
+    plan = pr.load_plan()
+    listed = [name for group in plan["prs"] for name in group["patches"]]
+    series_file = ROOT / "patches" / "series"
+    entries = [x.split("#")[0].strip() for x in series_file.read_text().splitlines()]
+    entries = [x for x in entries if x and not x.startswith("@")]
+    assert sorted(listed) == sorted(set(listed))
+    assert set(listed) <= set(entries), set(listed) - set(entries)
+
+
+def test_bot_authored_commits_are_a_warning_in_the_body():
+    facts = {"ref": "main", "base": "a" * 40, "source": "git", "squash": False, "files": [],
+             "dropped": [], "excluded": [], "commits": [{"subject": "s", "body": ""}],
+             "pr_commits": ["s", "t"], "bot_authored": ["sglang-petit <petit@example.com>"]}
+    text = prbody.render_modifications(facts)
+    assert "> **Warning**: 1 of 2 commits are authored by the tooling's identity (`sglang-petit <petit@example.com>`)" in text
+    assert "Warning" not in prbody.render_modifications(dict(facts, bot_authored=[]))
 
 
 def test_render_template_refuses_unknown_and_unused_names():
-    assert pr.render_template("a {{x}} b", {"x": "1\n"}) == "a 1 b"
+    assert prbody.render_template("a {{x}} b", {"x": "1\n"}) == "a 1 b"
     with pytest.raises(pr.PrError, match="without values"):
-        pr.render_template("{{x}} {{y}}", {"x": ""})
+        prbody.render_template("{{x}} {{y}}", {"x": ""})
     with pytest.raises(pr.PrError, match="without placeholders"):
-        pr.render_template("{{x}}", {"x": "", "z": ""})
+        prbody.render_template("{{x}}", {"x": "", "z": ""})
 
 
 def test_options_from_env(monkeypatch):
@@ -241,7 +287,7 @@ def prcli(cli, tmp_path):
     """The CLI runner with fake style tools and gh, tests off, and trailers in one patch."""
     tools = tmp_path / "fake-bin"
     tools.mkdir()
-    for name in pr.STYLE_TOOLS:
+    for name in prstyle.STYLE_TOOLS:
         _script(tools / name, FAKE_TOOL)
     _script(tools / "gh", FAKE_GH)
     shim = cli.patches / "0002-quantization-keep-petit-py-as-a-shim.patch"
@@ -334,7 +380,11 @@ def test_pr_squash_author_matrix_and_amd_results(prcli):
     assert "* quantization: keep petit.py as a shim" in msg and "Petit-Series" not in msg
     assert git(tree, "log", "-1", "--format=%an <%ae>|%cn", "petit-mxfp4-pr") == "Jane Doe <jane@example.com>|Jane Doe"
     body = _body(prcli)
-    assert "applies to 1 of 2 SGLang releases tried" in body and "refs: v0.5.9, v0.5.14" in body
+    assert "applies to 1 of 2 SGLang releases tried, `v0.5.9` to `v0.5.14`" in body
+    assert "- `v0.5.14`: failed" in body and "| v0.5.9 |" not in body  # the misses, not the table
+    # scripts/pr_plan.json knows the fixture's 0001 (a real patch name), not the others
+    assert "1. **[AMD] petit_mxfp4: MXFP4 dense linear layers through Petit** (commits 1): " in body
+    assert "2. Not in `scripts/pr_plan.json` (commits 2, 3, 4): to be placed." in body
     assert "may be stale: its patch list differs from patches/series" in body
     assert "| mi300 | 200 | 0.785 | 0.000 | 0.6 | True |" in body
     assert "| 3.10 | 793.6 |" in body and "[CI run](https://github.com/o/r/actions/runs/1)" in body

@@ -13,7 +13,7 @@ from .conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from petit_series import gitlib, pypi, versions  # noqa: E402
+from petit_series import gitlib, harness, locking, pypi, pytestlog, versions  # noqa: E402
 
 PATCH = """From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
 From: Dev <dev@example.com>
@@ -48,6 +48,53 @@ def test_versions_order_and_support():
     assert versions.supported(order + ["0.5.8"]) == ["0.5.9", "0.5.10", "0.5.10.post1", "0.5.12", "0.5.23"]
     assert versions.normalize("v0.5.9") == "0.5.9" and versions.tag("0.5.9") == "v0.5.9"
     assert not versions.is_version("main") and versions.safe_ref_name("feature/x") == "feature_x"
+
+
+RELEASES = ["0.5.9", "0.5.10rc0", "0.5.10rc1", "0.5.10", "0.5.10.post1", "0.5.10.post2", "0.5.11.dev0",
+            "0.5.11a1", "0.5.11b2", "0.5.11rc0", "0.5.11", "0.5.12", "0.5.20", "0.5.23", "0.5.23.post1",
+            "0.6.0.dev3", "0.6.0", "1.0.0", "10.0.0"]
+
+
+def test_versions_order_is_pep440_order():
+    """`make apply` runs on a bare Python (no `packaging`), so versions.py keeps its
+    own parser; on every form SGLang uses its order is packaging's (PEP 440)."""
+    packaging_version = pytest.importorskip("packaging.version")
+    shuffled = RELEASES[::3] + RELEASES[1::3] + RELEASES[2::3]
+    assert versions.sort(shuffled) == sorted(shuffled, key=packaging_version.Version) == RELEASES
+    for text in RELEASES:
+        parsed = packaging_version.Version(text)
+        assert versions.is_final(text) == (not parsed.is_prerelease), text
+        assert versions.key(text)[:3] == parsed.release[:3], text
+
+
+def test_one_release_order_for_the_harness_and_the_nightly():
+    meta = "Requires-Dist: xgrammar==0.1.25\nRequires-Dist: tokenizers==0.22.1\n"
+    assert "xgrammar==0.1.25" not in harness.release_requirements("0.5.10.post1", meta)
+    assert "xgrammar==0.1.25" in harness.release_requirements("0.5.16", meta)
+    assert "tokenizers==0.22.1" in harness.release_requirements("0.5.24.dev0", meta)
+    assert "tokenizers==0.22.1" not in harness.release_requirements("0.5.16", meta)
+
+
+def test_junit_counts_sum_the_suites():
+    xml = ('<testsuites><testsuite tests="5" failures="1" errors="0" skipped="2"/>'
+           '<testsuite tests="3" failures="0" errors="1" skipped="0"/></testsuites>')
+    assert pytestlog.junit_counts(xml) == {"tests": 8, "failures": 1, "errors": 1, "skipped": 2, "passed": 4}
+    assert pytestlog.junit_counts('<testsuite tests="2"/>')["passed"] == 2
+
+
+def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "d" / "record.json"
+    locking.write_json(target, {"b": 1, "a": [1]})
+    assert target.read_text() == '{\n  "a": [\n    1\n  ],\n  "b": 1\n}\n'
+
+    def full_disk(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(target), "write_text", full_disk)
+    with pytest.raises(OSError):
+        locking.write_json(target, {"c": 2})
+    monkeypatch.undo()
+    assert target.read_text().startswith('{\n  "a"') and [p.name for p in target.parent.iterdir()] == ["record.json"]
 
 
 def test_variant_floor_selection():
