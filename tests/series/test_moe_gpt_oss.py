@@ -327,3 +327,39 @@ def test_refuses_silu_mxfp4_moe_from_quark_or_modelopt(exporter):
     qc = mx_mod().PetitMxfp4Config.from_config(raw)
     with pytest.raises(NotImplementedError, match="gpt-oss"):
         qc.get_quant_method(FusedMoE.__new__(FusedMoE), "model.layers.0.mlp.experts")
+
+
+# ------------------------------------------------------------------ TP=2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("check", ["inter192", "inter160"])
+def test_gpt_oss_moe_tp2(check, tmp_path_factory):
+    """TP=2 over two CPU processes (gloo): SGLang's loader shards the
+    intermediate dim; the all-reduced MoE output matches moe_ref."""
+    need_moe_kernel()
+    moe_ref()
+    need_gpt_oss()
+    res = _tp2_results(tmp_path_factory)
+    errs = {r: d.get(check, "missing") for r, d in res.items() if d.get(check) != "ok"}
+    assert not errs, "\n".join(f"rank {r}: {e}" for r, e in errs.items())
+
+
+_TP2 = {}
+
+
+def _tp2_results(tmp_path_factory):
+    if "res" not in _TP2:
+        import json
+
+        import torch.multiprocessing as mp
+
+        import moe_tp2_worker
+
+        out = tmp_path_factory.mktemp("moe_tp2")
+        mp.spawn(moe_tp2_worker.worker, args=(2, sgl_cpu.free_port(), str(out)), nprocs=2, join=True)
+        _TP2["res"] = {r: json.loads((out / f"rank{r}.json").read_text()) for r in range(2)}
+        for r, d in _TP2["res"].items():
+            if "setup" in d:
+                pytest.fail(f"rank {r} setup failed: {d['setup']}")
+    return _TP2["res"]
