@@ -363,3 +363,88 @@ def _tp2_results(tmp_path_factory):
             if "setup" in d:
                 pytest.fail(f"rank {r} setup failed: {d['setup']}")
     return _TP2["res"]
+
+
+# ------------------------------------------------------------------ method level (CPU + real GPU)
+
+
+def _method_layer(hidden, inter, experts, weights, device):
+    """PetitMxfp4MoEMethod on a bare module: weights fed to its parameters'
+    own weight_loader the way SGLang's gpt-oss loader does at TP=1."""
+    import types
+
+    mm = moe_mod()
+    method = mm.PetitMxfp4MoEMethod("model.layers.0.mlp.experts")
+    layer = torch.nn.Module()
+    layer.moe_tp_size, layer.moe_ep_size = 1, 1
+    with torch.device(device):
+        method.create_weights(layer, experts, hidden, inter, torch.bfloat16)
+    names = {
+        "gate_up_proj_blocks": "w13_weight",
+        "gate_up_proj_scales": "w13_weight_scale",
+        "gate_up_proj_bias": "w13_weight_bias",
+        "down_proj_blocks": "w2_weight",
+        "down_proj_scales": "w2_weight_scale",
+        "down_proj_bias": "w2_weight_bias",
+    }
+    for ckpt, param_name in names.items():
+        t = weights[ckpt]
+        if ckpt.endswith("_blocks"):
+            t = t.reshape(t.shape[0], t.shape[1], -1)
+        param = getattr(layer, param_name)
+        param.weight_loader(param, t.to(device), weight_name=param_name, shard_id=None, expert_id=None)
+    method.create_moe_runner(
+        layer,
+        types.SimpleNamespace(
+            apply_router_weight_on_input=False, gemm1_alpha=1.702, gemm1_clamp_limit=7.0, swiglu_limit=None, routed_scaling_factor=None
+        ),
+    )
+    method.process_weights_after_loading(layer)
+    return method, layer
+
+
+def _expert_weights(hidden, inter, experts, seed):
+    cfg = tiny_hf_config(hidden=hidden, inter=inter, experts=experts, layers=1)
+    w = random_moe_weights(cfg, seed=seed)
+    p = "model.layers.0.mlp.experts."
+    return {k[len(p) :]: v for k, v in w.items() if k.startswith(p)}
+
+
+def _method_case(device, hidden, inter, experts, top_k, tokens):
+    import types
+
+    ref = moe_ref()
+    weights = _expert_weights(hidden, inter, experts, seed=hidden + inter)
+    method, layer = _method_layer(hidden, inter, experts, weights, device)
+    g = torch.Generator().manual_seed(tokens)
+    x = torch.randn(tokens, hidden, generator=g).bfloat16()
+    logits = torch.randn(tokens, experts, generator=g)
+    topk_w, topk_ids = ref.route(logits, top_k)
+    out = method.apply(
+        layer,
+        types.SimpleNamespace(hidden_states=x.to(device), topk_output=(topk_w.to(device), topk_ids.to(torch.int32).to(device), None)),
+    ).hidden_states
+    w13 = ref.dequantize_experts(weights["gate_up_proj_blocks"], weights["gate_up_proj_scales"])
+    w2 = ref.dequantize_experts(weights["down_proj_blocks"], weights["down_proj_scales"])
+    want = ref.experts_forward(x, topk_ids, topk_w, w13, weights["gate_up_proj_bias"], w2, weights["down_proj_bias"])
+    assert out.shape == (tokens, hidden) and out.dtype == torch.bfloat16
+    assert_close(out.cpu(), want, f"{hidden}x{inter}, E={experts}, k={top_k}, {tokens} tokens on {device}")
+
+
+METHOD_CASES = [(160, 96, 4, 2, 5), (512, 256, 8, 4, 33), (2880, 2880, 2, 2, 3)]  # last: gpt-oss sizes, padded to 3072
+
+
+@pytest.mark.parametrize("hidden,inter,experts,top_k,tokens", METHOD_CASES)
+def test_method_matches_reference(device, hidden, inter, experts, top_k, tokens):
+    need_moe_kernel()
+    _method_case(device, hidden, inter, experts, top_k, tokens)
+
+
+@pytest.mark.rocm
+@pytest.mark.parametrize("hidden,inter,experts,top_k,tokens", METHOD_CASES + [(2880, 2880, 32, 4, 64)])
+def test_real_kernel_method_matches_reference(device, hidden, inter, experts, top_k, tokens):
+    """On a ROCm GPU with the real petit-kernel: the layouts (native_mxfp4
+    weights and scales, the bias permutation), the sorted-token inputs and the
+    padding are all checked against moe_ref."""
+    need_moe_kernel()
+    _method_case(device, hidden, inter, experts, top_k, tokens)
