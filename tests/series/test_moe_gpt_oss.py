@@ -68,6 +68,9 @@ def need_gpt_oss():
 def tiny_hf_config(hidden=160, inter=96, experts=4, top_k=2, layers=2, **kw):
     from transformers import GptOssConfig
 
+    # The released configs carry swiglu_limit; some transformers releases have
+    # no default for it.
+    kw.setdefault("swiglu_limit", 7.0)
     cfg = GptOssConfig(
         vocab_size=128,
         hidden_size=hidden,
@@ -413,6 +416,7 @@ def _expert_weights(hidden, inter, experts, seed):
 def _method_case(device, hidden, inter, experts, top_k, tokens):
     import types
 
+    need_gpt_oss()  # apply() returns SGLang's StandardCombineInput
     ref = moe_ref()
     weights = _expert_weights(hidden, inter, experts, seed=hidden + inter)
     method, layer = _method_layer(hidden, inter, experts, weights, device)
