@@ -108,8 +108,21 @@ def random_moe_weights(cfg, seed=0) -> dict:
     return w
 
 
+def ensure_dp_attention_state(rank: int = 0) -> None:
+    """Releases before the runtime context (e.g. 0.5.16) read the attention-DP
+    size from module globals the model runner sets: no DP attention here."""
+    try:
+        dpa = importlib.import_module("sglang.srt.layers.dp_attention")
+    except ImportError:
+        return
+    for name, value in (("_ATTN_DP_SIZE", 1), ("_ATTN_DP_RANK", 0)):
+        if getattr(dpa, name, 0) is None:
+            setattr(dpa, name, value)
+
+
 def build_gpt_oss(cfg, quant_cfg=None):
     gpt_oss = need_gpt_oss()
+    ensure_dp_attention_state()
     qc = mx_mod().PetitMxfp4Config.from_config(dict(quant_cfg or cfg.quantization_config))
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
