@@ -56,13 +56,57 @@ def moe_ref():
         pytest.skip(f"tests/series/moe_ref.py missing: {e}")
 
 
+def _import_gpt_oss():
+    importlib.import_module("sglang.srt.layers.moe.fused_moe_triton")
+    return importlib.import_module("sglang.srt.models.gpt_oss")
+
+
+def _import_with_kvcacheio_stand_in():
+    """Older releases (0.5.9) import sgl_kernel.kvcacheio (KV-cache host
+    transfers, CUDA/ROCm only) on the way to FusedMoE.  Import SGLang once
+    with a stand-in of that one module (its functions raise if called), then
+    take the stand-in out of sys.modules again, so later imports of
+    sgl_kernel fail as before."""
+    import sys
+    import types
+
+    pkg = types.ModuleType("sgl_kernel")
+    pkg.__path__ = []
+    kv = types.ModuleType("sgl_kernel.kvcacheio")
+
+    def missing(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+
+        def unavailable(*args, **kwargs):
+            raise RuntimeError(f"sgl_kernel.kvcacheio.{attr}: CPU test stand-in")
+
+        return unavailable
+
+    kv.__getattr__ = missing
+    pkg.kvcacheio = kv
+    sys.modules["sgl_kernel"], sys.modules["sgl_kernel.kvcacheio"] = pkg, kv
+    try:
+        return _import_gpt_oss()
+    finally:
+        for name in ("sgl_kernel.kvcacheio", "sgl_kernel"):
+            if sys.modules.get(name) in (pkg, kv):
+                del sys.modules[name]
+        sgl_cpu.STUBBED.append("sgl_kernel.kvcacheio (while importing SGLang's gpt-oss/FusedMoE)")
+
+
 def need_gpt_oss():
     """SGLang's gpt-oss model and FusedMoE must import on this CPU."""
     try:
-        importlib.import_module("sglang.srt.layers.moe.fused_moe_triton")
-        return importlib.import_module("sglang.srt.models.gpt_oss")
+        return _import_gpt_oss()
+    except ModuleNotFoundError as e:
+        if e.name != "sgl_kernel":
+            pytest.skip(f"SGLang {sgl_cpu.VERSION or ''}: gpt-oss / FusedMoE cannot be imported on a CPU box: {e}")
+        first = e
+    try:
+        return _import_with_kvcacheio_stand_in()
     except ImportError as e:
-        pytest.skip(f"SGLang {sgl_cpu.VERSION or ''}: gpt-oss / FusedMoE cannot be imported on a CPU box ({type(e).__name__}: {e})")
+        pytest.skip(f"SGLang {sgl_cpu.VERSION or ''}: gpt-oss / FusedMoE cannot be imported on a CPU box ({first}; with a kvcacheio stand-in: {type(e).__name__}: {e})")
 
 
 def tiny_hf_config(hidden=160, inter=96, experts=4, top_k=2, layers=2, **kw):
@@ -134,7 +178,15 @@ def build_gpt_oss(cfg, quant_cfg=None):
 
 
 def load_and_postprocess(model, weights: dict) -> None:
-    model.load_weights(list(weights.items()))
+    # Older gpt-oss loaders (0.5.9) move each expert tensor with .cuda(): on a
+    # CPU box it stays where it is.
+    cuda = torch.Tensor.cuda
+    if not torch.cuda.is_available():
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    try:
+        model.load_weights(list(weights.items()))
+    finally:
+        torch.Tensor.cuda = cuda
     for _, module in model.named_modules():
         qm = getattr(module, "quant_method", None)
         if qm is not None and hasattr(qm, "process_weights_after_loading"):
@@ -333,10 +385,9 @@ def test_refuses_silu_mxfp4_moe_from_quark_or_modelopt(exporter):
     """Petit's only BF16 x MXFP4 fused-MoE solution reachable from Python is
     OpenAI SwiGLU; Quark/ModelOpt MXFP4 MoE (SiLU) layers are refused."""
     moe_mod()
-    try:
-        from sglang.srt.layers.moe.fused_moe_triton import FusedMoE
-    except ImportError as e:
-        pytest.skip(f"FusedMoE cannot be imported on a CPU box here: {e}")
+    need_gpt_oss()
+    from sglang.srt.layers.moe.fused_moe_triton import FusedMoE
+
     import mxfp4_ref as mx
 
     raw = mx.quark_mxfp4_config() if exporter == "quark" else mx.modelopt_mxfp4_flat()
