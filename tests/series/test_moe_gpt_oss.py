@@ -288,6 +288,13 @@ def test_refuses_unsupported_gpu(monkeypatch, arch, match):
         mx_mod().PetitMxfp4Config.from_config(dict(GPT_OSS_QUANT_CFG))
 
 
+def test_refuses_triton_backend_for_moe(monkeypatch):
+    moe_mod()
+    monkeypatch.setenv("SGLANG_PETIT_MXFP4_BACKEND", "triton")
+    with pytest.raises(ValueError, match="Petit only"):
+        mx_mod().PetitMxfp4Config.from_config(dict(GPT_OSS_QUANT_CFG))
+
+
 def _bare_layer(tp=1, ep=1):
     layer = torch.nn.Module()
     layer.moe_tp_size, layer.moe_ep_size = tp, ep
