@@ -144,6 +144,8 @@ def moe_forward(
                 return val
         raise KeyError(suffix)
 
+    router_weight = router_weight.detach()
+    router_bias = None if router_bias is None else router_bias.detach()
     logits = x.float() @ router_weight.float().t()
     if router_bias is not None:
         logits = logits + router_bias.float()
