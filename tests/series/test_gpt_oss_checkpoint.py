@@ -40,12 +40,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_model(ckpt):
-    from transformers import AutoModelForCausalLM, Mxfp4Config
-
-    m = AutoModelForCausalLM.from_pretrained(
-        str(ckpt), quantization_config=Mxfp4Config(dequantize=True), dtype=torch.bfloat16
-    )
-    return m.eval()
+    return gpt_oss_tiny.load_hf_dequantized(ckpt)
 
 
 def _sha(p: Path) -> str:
@@ -181,7 +176,9 @@ def test_float_reference_matches_transformers_mlp(ckpt, hf_model, layer, t):
     with torch.no_grad():
         hf_out, _ = mlp32(x.float().reshape(1, t, -1))
     ex = gpt_oss_tiny.load_expert_tensors(ckpt, layer)
-    ref = moe_ref.moe_forward(x, mlp.router.weight, mlp.router.bias, ex, top_k=hf_model.config.num_experts_per_tok)
+    rw, rb = gpt_oss_tiny.load_router(ckpt, layer)
+    assert torch.equal(rw, mlp.router.weight) and torch.equal(rb, mlp.router.bias)
+    ref = moe_ref.moe_forward(x, rw, rb, ex, top_k=hf_model.config.num_experts_per_tok)
     hf_out = hf_out.reshape(t, -1)
     assert ref.abs().max() > 0.1
     torch.testing.assert_close(ref, hf_out, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
@@ -223,3 +220,14 @@ def test_petit_reference_pipeline_matches_transformers_mlp(ckpt, hf_model, layer
     tol = 1e-2 * ref.abs().max().item()
     assert (got - ref).abs().max().item() <= tol
     assert (y[:, cfg.hidden_size:] == 0).all()  # padded output columns stay 0 (zero bias padding)
+
+
+def test_transformers_runs_the_whole_model(hf_model):
+    """A whole-model reference for SGLang's logits: transformers' forward on
+    CPU works, is finite and depends on the input."""
+    ids = torch.tensor([[1, 5, 9, 100, 300, 7, 8, 2]])
+    with torch.no_grad():
+        a = hf_model(ids).logits
+        b = hf_model(ids.flip(1)).logits
+    assert a.shape == (1, 8, hf_model.config.vocab_size) and torch.isfinite(a).all()
+    assert a.float().std() > 0.1 and not torch.equal(a[0, -1], b[0, -1])

@@ -49,6 +49,10 @@ API::
     write_gpt_oss_tiny(path, seed=0, **sizes) -> Path
     gpt_oss_tiny_config(**sizes) -> dict          # the config.json content
     load_expert_tensors(path, layer) -> dict      # the six expert tensors by suffix
+    load_router(path, layer) -> (weight, bias)    # bf16 [E, H], [E]
+    load_hf_dequantized(path) -> transformers GptOssForCausalLM with BF16 experts
+                                  (transformers' own MXFP4 dequantization, CPU):
+                                  a whole-model reference for logits
 
 CLI: ``python tests/series/checkpoints/gpt_oss_tiny.py --out DIR [--seed N]``.
 """
@@ -235,6 +239,27 @@ def load_expert_tensors(path, layer: int) -> Dict[str, torch.Tensor]:
     prefix = f"model.layers.{layer}.mlp.experts."
     with safe_open(str(Path(path) / "model.safetensors"), framework="pt") as f:
         return {s: f.get_tensor(prefix + s) for s in EXPERT_SUFFIXES}
+
+
+def load_router(path, layer: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``mlp.router.weight`` [E, H] and ``mlp.router.bias`` [E] of ``layer``."""
+    from safetensors import safe_open
+
+    prefix = f"model.layers.{layer}.mlp.router."
+    with safe_open(str(Path(path) / "model.safetensors"), framework="pt") as f:
+        return f.get_tensor(prefix + "weight"), f.get_tensor(prefix + "bias")
+
+
+def load_hf_dequantized(path, dtype: torch.dtype = torch.bfloat16):
+    """transformers' GptOssForCausalLM from ``path`` with the experts
+    dequantized by transformers itself (``Mxfp4Config(dequantize=True)``);
+    runs on CPU (eager attention with sinks)."""
+    from transformers import AutoModelForCausalLM, Mxfp4Config
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), quantization_config=Mxfp4Config(dequantize=True), dtype=dtype
+    )
+    return model.eval()
 
 
 def main(argv: Optional[list] = None) -> int:
