@@ -155,9 +155,9 @@ def test_transformers_load_dequantized_matches_mxfp4_ref(ckpt, hf_model):
         w2 = moe_ref.dequantize_experts(ex["down_proj_blocks"], ex["down_proj_scales"])
         assert torch.equal(experts.gate_up_proj.float(), w13.transpose(1, 2))
         assert torch.equal(experts.down_proj.float(), w2.transpose(1, 2))
-        assert torch.equal(experts.gate_up_proj_bias, ex["gate_up_proj_bias"])
-        assert torch.equal(experts.down_proj_bias, ex["down_proj_bias"])
-        assert experts.limit == 7.0 and experts.alpha == 1.702
+        assert torch.equal(experts.gate_up_proj_bias.float(), ex["gate_up_proj_bias"].float())
+        assert torch.equal(experts.down_proj_bias.float(), ex["down_proj_bias"].float())
+        assert (experts.limit, experts.alpha) == (7.0, 1.702)
 
 
 def _layer_inputs(hf_model, layer, t, seed):
@@ -177,7 +177,7 @@ def test_float_reference_matches_transformers_mlp(ckpt, hf_model, layer, t):
         hf_out, _ = mlp32(x.float().reshape(1, t, -1))
     ex = gpt_oss_tiny.load_expert_tensors(ckpt, layer)
     rw, rb = gpt_oss_tiny.load_router(ckpt, layer)
-    assert torch.equal(rw, mlp.router.weight) and torch.equal(rb, mlp.router.bias)
+    assert torch.equal(rw.float(), mlp.router.weight.float()) and torch.equal(rb.float(), mlp.router.bias.float())
     ref = moe_ref.moe_forward(x, rw, rb, ex, top_k=hf_model.config.num_experts_per_tok)
     hf_out = hf_out.reshape(t, -1)
     assert ref.abs().max() > 0.1

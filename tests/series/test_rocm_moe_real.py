@@ -28,6 +28,9 @@ def _real():
     import petit_kernel  # the autouse fixture put the real module in sys.modules
 
     assert not getattr(petit_kernel, "IS_REFERENCE", False), petit_kernel.__file__
+    if not hasattr(petit_kernel, "fused_moe_bf16_mxfp4"):
+        pytest.fail(f"petit_kernel {getattr(petit_kernel, '__version__', '?')} has no fused_moe_bf16_mxfp4 "
+                    "(the MoE needs petit-kernel >= 0.0.5)")
     return petit_kernel
 
 

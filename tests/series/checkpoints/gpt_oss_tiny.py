@@ -256,8 +256,13 @@ def load_hf_dequantized(path, dtype: torch.dtype = torch.bfloat16):
     runs on CPU (eager attention with sinks)."""
     from transformers import AutoModelForCausalLM, Mxfp4Config
 
+    import transformers
+
+    # transformers >= 4.56 takes ``dtype``; older releases ``torch_dtype``
+    major_minor = tuple(int(v) for v in transformers.__version__.split(".")[:2])
+    key = "dtype" if major_minor >= (4, 56) else "torch_dtype"
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), quantization_config=Mxfp4Config(dequantize=True), dtype=dtype
+        str(path), quantization_config=Mxfp4Config(dequantize=True), **{key: dtype}
     )
     return model.eval()
 
