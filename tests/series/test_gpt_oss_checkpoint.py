@@ -147,7 +147,22 @@ def test_transformers_convert_moe_packed_tensors_matches_mxfp4_ref(ckpt):
             assert not torch.equal(convert_moe_packed_tensors(b2, scales, dtype=torch.float32), hf)
 
 
+def test_manual_load_equals_from_pretrained(ckpt, hf_model):
+    if hf_model.petit_loaded_via != "from_pretrained":
+        pytest.skip(f"from_pretrained(Mxfp4Config(dequantize=True)) unavailable here: "
+                    f"{hf_model.petit_from_pretrained_error}")
+    manual = gpt_oss_tiny.load_hf_dequantized(ckpt, via="manual")
+    a, b = hf_model.state_dict(), manual.state_dict()
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_transformers_load_dequantized_matches_mxfp4_ref(ckpt, hf_model):
+    if hf_model.petit_loaded_via != "from_pretrained":
+        pytest.skip(f"from_pretrained(Mxfp4Config(dequantize=True)) unavailable here: "
+                    f"{hf_model.petit_from_pretrained_error} (the other tests use transformers' "
+                    "convert_moe_packed_tensors directly)")
     for layer in (0, 1):
         ex = gpt_oss_tiny.load_expert_tensors(ckpt, layer)
         experts = hf_model.model.layers[layer].mlp.experts

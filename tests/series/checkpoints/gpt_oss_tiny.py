@@ -250,20 +250,58 @@ def load_router(path, layer: int) -> Tuple[torch.Tensor, torch.Tensor]:
         return f.get_tensor(prefix + "weight"), f.get_tensor(prefix + "bias")
 
 
-def load_hf_dequantized(path, dtype: torch.dtype = torch.bfloat16):
+def load_hf_dequantized(path, dtype: torch.dtype = torch.bfloat16, via: str = "auto"):
     """transformers' GptOssForCausalLM from ``path`` with the experts
-    dequantized by transformers itself (``Mxfp4Config(dequantize=True)``);
-    runs on CPU (eager attention with sinks)."""
-    from transformers import AutoModelForCausalLM, Mxfp4Config
+    dequantized by transformers itself; runs on CPU (eager attention with
+    sinks).  The returned model has ``petit_loaded_via``:
 
+    * ``"from_pretrained"``: ``from_pretrained(..., Mxfp4Config(dequantize=True))``;
+    * ``"manual"`` (``via="manual"``, or ``"auto"`` when that fails, e.g.
+      transformers 4.x without ``accelerate``): the model built from the
+      config and loaded with ``integrations.mxfp4.convert_moe_packed_tensors``
+      for the experts (still transformers' own dequantization and modules);
+      ``petit_from_pretrained_error`` says why from_pretrained was not used.
+    """
     import transformers
 
-    # transformers >= 4.56 takes ``dtype``; older releases ``torch_dtype``
-    major_minor = tuple(int(v) for v in transformers.__version__.split(".")[:2])
-    key = "dtype" if major_minor >= (4, 56) else "torch_dtype"
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), quantization_config=Mxfp4Config(dequantize=True), **{key: dtype}
-    )
+    err = None
+    if via in ("auto", "from_pretrained"):
+        from transformers import AutoModelForCausalLM, Mxfp4Config
+
+        # transformers >= 4.56 takes ``dtype``; older releases ``torch_dtype``
+        major_minor = tuple(int(v) for v in transformers.__version__.split(".")[:2])
+        key = "dtype" if major_minor >= (4, 56) else "torch_dtype"
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), quantization_config=Mxfp4Config(dequantize=True), **{key: dtype}
+            )
+            model.petit_loaded_via = "from_pretrained"
+            return model.eval()
+        except Exception as e:  # noqa: BLE001 - reported through the attribute
+            if via == "from_pretrained":
+                raise
+            err = f"{type(e).__name__}: {e}"
+
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssForCausalLM
+
+    config = AutoConfig.from_pretrained(str(path))
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = GptOssForCausalLM(config).to(dtype)
+    sd = load_file(str(Path(path) / "model.safetensors"))
+    out = {}
+    for name, t in sd.items():
+        if name.endswith("_blocks"):
+            base = name[: -len("_blocks")]
+            out[base] = convert_moe_packed_tensors(t, sd[base + "_scales"], dtype=dtype)
+        elif not name.endswith("_scales"):
+            out[name] = t.to(dtype)
+    model.load_state_dict(out, strict=True)
+    model.petit_loaded_via = "manual"
+    model.petit_from_pretrained_error = err
     return model.eval()
 
 
