@@ -32,8 +32,15 @@ Public API (stable, used by the MoE patch's tests):
   -> (sorted_token_ids, sorted_weights, sorted_expert_ids, num_valid_ids)
 * ``decode_sorted_routing(...)`` -> sorted list of (token, slot, expert, weight)
   to compare a routing built by the code under test with the canonical one
+* ``checkpoint_to_petit_halves(experts, dim_pad, inter_pad)`` -> the
+  un-repacked Petit inputs (``w13`` [gate; up] halves, scales, biases, ``w2``),
+  zero-padded (exact); feed them to ``repack_moe_kernel_layout``
 * ``deinterleave_rows(t)`` (gate/up even/odd -> [gate; up] halves),
-  ``pad_packed_mxfp4(blocks_or_packed, scales, rows, cols)``, ``pad_last(t, n)``
+  ``pad_packed_mxfp4(blocks_or_packed, scales, rows, cols)``, ``pad_rows``,
+  ``pad_last(t, n)``, ``round_up(x, m)``
+
+Petit's sizes: dim and inter must be multiples of 256 after padding
+(``round_up(2880, 256) == 3072``).
 """
 
 from __future__ import annotations
@@ -144,6 +151,8 @@ def moe_forward(
                 return val
         raise KeyError(suffix)
 
+    router_weight = router_weight.detach()
+    router_bias = None if router_bias is None else router_bias.detach()
     logits = x.float() @ router_weight.float().t()
     if router_bias is not None:
         logits = logits + router_bias.float()

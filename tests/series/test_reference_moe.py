@@ -537,3 +537,28 @@ def test_w2_not_3d_fails_like_the_wrapper():
     a["w2_q"] = a["w2_q"].reshape(a["w2_q"].shape[0], -1)
     with pytest.raises(IndexError):
         fused_moe_bf16_mxfp4(**a)
+
+
+# ------------------------------------------------------------------ independence
+
+
+def _imports(path):
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add("." if node.level else (node.module or "").split(".")[0])
+    return names
+
+
+def test_references_share_no_code():
+    import os
+
+    ref_dir = os.path.dirname(pk.__file__)
+    for f in ("moe_mxfp4.py", "_fused_moe_ref.py"):
+        assert _imports(os.path.join(ref_dir, f)) <= {"__future__", "enum", "typing", "torch", "."}, f
+    assert _imports(moe_ref.__file__) <= {"__future__", "typing", "torch", "mxfp4_ref"}
+    assert _imports(mx.__file__) <= {"__future__", "copy", "typing", "torch"}

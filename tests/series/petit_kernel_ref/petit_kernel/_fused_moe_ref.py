@@ -57,8 +57,13 @@ Deliberate deviations (extra checks, messages start with
   helpers refuse most of these shapes already), bias shapes, the lengths of
   the sorted arrays vs ``num_valid_ids[0]``, ``num_valid_ids[1] > T``,
   expert ids outside [-1, E), a slot >= topk in a valid entry;
-* output: contributions are summed in fp32 and rounded to bf16 once (the
-  kernel's accumulation order/rounding may differ by a few bf16 ulps);
+* output: contributions are summed in fp32 and rounded to bf16 once.  The
+  kernel (as read in Petit's one-stage stage-2 code,
+  ``onestage_fused_moe_stage2.cuh``) multiplies each route's fp32 result by
+  its weight, rounds it to bf16 (round half away from zero) and adds it to
+  ``out`` with bf16 atomics in no fixed order: expect up to about
+  ``topk`` bf16 ulps of difference per element, and run-to-run
+  nondeterminism on the GPU;
 * ``h`` is rounded to bf16 before the second GEMM (what a BF16 MFMA stage 2
   sees; the C++ tests compare against a BF16 ``h``);
 * the routing weight multiplies the whole expert output including ``b2``
