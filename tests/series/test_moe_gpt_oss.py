@@ -495,3 +495,58 @@ def test_real_kernel_method_matches_reference(device, hidden, inter, experts, to
     padding are all checked against moe_ref."""
     need_moe_kernel()
     _method_case(device, hidden, inter, experts, top_k, tokens, zero_gate_up)
+
+
+# ------------------------------------------------------------------ from the tiny checkpoint
+
+
+def _tiny_checkpoint(tmp_path, **sizes):
+    import sys
+
+    sys.path.insert(0, str(sgl_cpu.HERE / "checkpoints"))
+    try:
+        gpt_oss_tiny = importlib.import_module("gpt_oss_tiny")
+    except ImportError as e:
+        pytest.skip(f"checkpoints/gpt_oss_tiny.py missing: {e}")
+    return gpt_oss_tiny, gpt_oss_tiny.write_gpt_oss_tiny(tmp_path / "gpt_oss_tiny", seed=3, **sizes)
+
+
+@pytest.mark.parametrize("sizes", [{}, {"hidden_size": 256, "intermediate_size": 256}], ids=["padded", "aligned"])
+def test_gpt_oss_from_tiny_checkpoint(monkeypatch, tmp_path, sizes):
+    """The tiny checkpoint in the published gpt-oss layout (config.json with
+    its quantization_config, one model.safetensors), every tensor through
+    SGLang's own load_weights; each MoE block vs moe_ref from the file's
+    tensors, one Petit MoE call per forward; attention loaded in BF16."""
+    need_moe_kernel()
+    ref = moe_ref()
+    tiny, path = _tiny_checkpoint(tmp_path, **sizes)
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(path))
+    assert cfg.quantization_config["quant_method"] == "mxfp4"
+    assert mx_mod().PetitMxfp4Config.override_quantization_method(cfg.quantization_config, "petit_mxfp4") == "petit_mxfp4"
+    model, _ = build_gpt_oss(cfg)
+    tensors = load_file(str(path / "model.safetensors"))
+    load_and_postprocess(model, tensors)
+    q = tensors["model.layers.0.self_attn.q_proj.weight"]
+    assert torch.equal(model.model.layers[0].self_attn.qkv_proj.weight[: q.shape[0]], q)
+    calls = count_moe_calls(monkeypatch)
+    g = torch.Generator().manual_seed(7)
+    for li, layer in enumerate(model.model.layers):
+        x = torch.randn(6, cfg.hidden_size, generator=g).bfloat16()
+        n0 = len(calls)
+        out = layer.mlp(x)
+        assert len(calls) == n0 + 1
+        rw, rb = tiny.load_router(path, li)
+        want = ref.moe_forward(x, rw, rb, tiny.load_expert_tensors(path, li), cfg.num_experts_per_tok)
+        assert_close(out, want, f"tiny checkpoint layer {li}")
+
+
+def test_gpt_oss_tiny_checkpoint_other_swiglu_limit_refused(tmp_path):
+    need_moe_kernel()
+    _, path = _tiny_checkpoint(tmp_path, swiglu_limit=9.0)
+    from transformers import AutoConfig
+
+    with pytest.raises(ValueError, match="limit=7.0"):
+        build_gpt_oss(AutoConfig.from_pretrained(str(path)))
