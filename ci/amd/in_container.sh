@@ -10,11 +10,15 @@
 #      and hipBLASLt on the Llama shapes -> <results-dir>/<tag>/gemm_bench.txt
 #   5. serve MODEL with --quantization petit_mxfp4, GSM8K (few_shot_gsm8k) with a
 #      threshold, throughput with sglang.bench_serving
+#   5b. serve MOE_MODEL (gpt-oss, MXFP4 MoE through Petit's fused MoE) the same way:
+#      weight memory from the server log, GSM8K with its own threshold (skipped
+#      with --moe-model '')
 #   6. write build/amd-results/<arch>-<ref>.json (schema: ci/README.md)
 #
 #   ci/amd/in_container.sh --ref REF --arch mi300|mi250 [--image IMG]
 #       [--sglang-checkout /sgl-workspace/sglang] [--model HF_ID]
 #       [--gsm8k-threshold 0.60] [--num-questions 200] [--bench-prompts 64]
+#       [--moe-model openai/gpt-oss-20b] [--moe-gsm8k-threshold 0.30]
 #       [--petit-kernel-spec 'petit-kernel==0.0.5'] [--results-dir build/amd-results]
 #       [--port 30000] [--server-timeout 1800] [--dry-run]
 set -euo pipefail
@@ -26,6 +30,8 @@ checkout="${SGLANG_CHECKOUT:-/sgl-workspace/sglang}"
 model="${PETIT_MODEL:-amd/Llama-3.1-8B-Instruct-MXFP4-W4A4-MLCAL-C1000-GPTQ}"
 threshold="${PETIT_GSM8K_THRESHOLD:-0.60}" nq=200 prompts=64
 petit_spec="${PETIT_KERNEL_SPEC:-petit-kernel==0.0.5}"
+moe_model="${PETIT_MOE_MODEL-openai/gpt-oss-20b}"
+moe_threshold="${PETIT_MOE_GSM8K_THRESHOLD:-0.30}"
 results="build/amd-results" port=30000 server_timeout=1800
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -39,10 +45,12 @@ while [[ $# -gt 0 ]]; do
     --num-questions) nq="${2:?}"; shift ;;
     --bench-prompts) prompts="${2:?}"; shift ;;
     --petit-kernel-spec) petit_spec="${2:?}"; shift ;;
+    --moe-model) moe_model="${2?}"; shift ;;
+    --moe-gsm8k-threshold) moe_threshold="${2:?}"; shift ;;
     --results-dir) results="${2:?}"; shift ;;
     --port) port="${2:?}"; shift ;;
     --server-timeout) server_timeout="${2:?}"; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
   shift
@@ -128,6 +136,43 @@ else
   failures+=("server did not become healthy within ${server_timeout}s (see server.log)")
 fi
 if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+
+# --- 5b. gpt-oss: MXFP4 MoE through Petit's fused MoE -----------------------------------
+# The weight memory is SGLang's "Load weight end ... mem usage" line; the GSM8K
+# threshold is a smoke test (broken expert kernels score near 0).
+if [[ -n "$moe_model" ]]; then
+  moe_out="${out}/moe"
+  run mkdir -p "$moe_out"
+  moe_args=(--model-path "$moe_model" --quantization petit_mxfp4 --host 127.0.0.1 --port "$port"
+    --tp 1 --mem-fraction-static 0.8 ${server_extra[@]+"${server_extra[@]}"})
+  moe_cmd=(env "${server_env[@]}" python3 -m sglang.launch_server "${moe_args[@]}")
+  printf '+'; printf ' %q' "${moe_cmd[@]}"; printf ' >%q 2>&1 &\n' "${moe_out}/server.log"
+  moe_up=0
+  if [[ "$DRY_RUN" != 1 ]]; then
+    "${moe_cmd[@]}" >"${moe_out}/server.log" 2>&1 &
+    server_pid=$!
+    trap 'kill "$server_pid" 2>/dev/null || true' EXIT
+    for _ in $(seq 1 $((server_timeout / 10))); do
+      if curl -sf "http://127.0.0.1:${port}/health_generate" >/dev/null 2>&1; then moe_up=1; break; fi
+      kill -0 "$server_pid" 2>/dev/null || break
+      sleep 10
+    done
+    [[ "$moe_up" == 1 ]] || tail -n 80 "${moe_out}/server.log" >&2 || true
+  else
+    moe_up=1
+  fi
+  run_sh "grep -m1 'Load weight end' ${moe_out}/server.log | tee ${moe_out}/weight_memory.txt" || true
+  if [[ "$moe_up" == 1 ]]; then
+    run_sh "python3 -m sglang.test.few_shot_gsm8k ${gsm8k_args[*]} 2>&1 | tee ${moe_out}/gsm8k.log" || true
+    moe_acc="$(grep -m1 -oE '^Accuracy: *[0-9.]+' "${moe_out}/gsm8k.log" 2>/dev/null | grep -oE '[0-9.]+$' || true)"
+    if [[ "$DRY_RUN" != 1 ]] && ! python3 -c 'import sys; sys.exit(not float(sys.argv[1]) >= float(sys.argv[2]))' "${moe_acc:-0}" "$moe_threshold"; then
+      failures+=("gpt-oss ${moe_model}: GSM8K accuracy ${moe_acc:-missing} < ${moe_threshold}")
+    fi
+  else
+    failures+=("gpt-oss ${moe_model}: server did not become healthy within ${server_timeout}s (see moe/server.log)")
+  fi
+  if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+fi
 
 # --- 6. result JSON (exit status = pass/fail) -----------------------------------------
 extra_fail=()

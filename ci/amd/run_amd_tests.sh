@@ -5,7 +5,8 @@
 #   ci/amd/run_amd_tests.sh --ref REF [--arch mi300|mi250] [--custom-image IMG]
 #       [--rocm-version 720] [--model HF_ID] [--gsm8k-threshold 0.60]
 #       [--num-questions 200] [--petit-kernel-spec 'petit-kernel==0.0.5']
-#       [--results-dir build/amd-results] [--keep-container] [--dry-run]
+#       [--results-dir build/amd-results] [--moe-model openai/gpt-oss-20b]
+#       [--moe-gsm8k-threshold 0.30] [--keep-container] [--dry-run]
 #
 # Image: lmsysorg/sglang:<ref>-rocm<ver>-mi30x for MI300X/MI325X (gfx942).
 # MI250 (gfx90a): SGLang publishes no gfx90a image, so --custom-image is REQUIRED
@@ -26,9 +27,9 @@ while [[ $# -gt 0 ]]; do
     --custom-image|--image) image="${2:?}"; shift ;;
     --rocm-version) rocm="${2:?}"; shift ;;
     --keep-container) keep=1 ;;
-    --model|--gsm8k-threshold|--num-questions|--petit-kernel-spec|--results-dir|--bench-prompts)
+    --model|--gsm8k-threshold|--num-questions|--petit-kernel-spec|--results-dir|--bench-prompts|--moe-model|--moe-gsm8k-threshold)
       pass+=("$1" "${2:?}"); shift ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
   shift

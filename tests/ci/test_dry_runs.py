@@ -172,3 +172,20 @@ def test_nightly_publish(trap, tmp_path, outcome):
 def test_results_py(trap):
     out = dry(trap, sys.executable, "ci/amd/results.py", "validate", "x.json")
     assert "+ validate x.json" in out
+
+
+@pytest.mark.parametrize("arch", ["mi300", "mi250"])
+def test_amd_in_container_gpt_oss_step(trap, arch):
+    out = dry(trap, "ci/amd/in_container.sh", "--ref", "v0.5.23", "--arch", arch,
+              "--model", "org/model-mxfp4", "--moe-gsm8k-threshold", "0.4")
+    serves = [line for line in out.splitlines() if "sglang.launch_server" in line]
+    assert len(serves) == 2, serves
+    moe = serves[1]
+    assert "--model-path openai/gpt-oss-20b --quantization petit_mxfp4" in moe
+    assert ("--attention-backend triton" in moe) == (arch == "mi250")
+    assert out.index("sglang.bench_serving") < out.index("openai/gpt-oss-20b")
+    assert "grep -m1 'Load weight end'" in out and "moe/weight_memory.txt" in out
+    assert "moe/gsm8k.log" in out
+    assert out.index("moe/gsm8k.log") < out.index("ci/amd/results.py assemble")
+    skipped = dry(trap, "ci/amd/in_container.sh", "--ref", "v0.5.23", "--arch", arch, "--moe-model", "")
+    assert "gpt-oss" not in skipped and sum("sglang.launch_server" in line for line in skipped.splitlines()) == 1

@@ -241,6 +241,12 @@ def ensure_fused_moe_importable() -> None:
         return
     except ImportError as e:
         reason = f"{type(e).__name__}: {e}"
+        if isinstance(e, ModuleNotFoundError) and e.name == "sgl_kernel":
+            try:
+                import_with_kvcacheio_stand_in(name)
+                return
+            except ImportError as e2:
+                reason += f"; with a kvcacheio stand-in: {type(e2).__name__}: {e2}"
     for mod in list(sys.modules):
         if mod == name or mod.startswith(name + "."):
             sys.modules.pop(mod, None)
@@ -257,6 +263,43 @@ def ensure_fused_moe_importable() -> None:
     sys.modules[name] = stub
     sys.modules[name + ".layer"] = layer_mod
     STUBBED.append(f"{name} ({reason})")
+
+
+def import_with_kvcacheio_stand_in(*names: str):
+    """Import SGLang modules whose import chain needs ``sgl_kernel.kvcacheio``
+    (KV-cache host transfers, CUDA/ROCm only; e.g. 0.5.9's
+    mem_cache/memory_pool_host.py on the way to FusedMoE) with a stand-in of
+    that one module, whose functions raise if called.  The stand-in is taken
+    out of sys.modules again afterwards, so later imports of sgl_kernel fail
+    as before.  Returns the last module imported."""
+    pkg = types.ModuleType("sgl_kernel")
+    pkg.__path__ = []
+    kv = types.ModuleType("sgl_kernel.kvcacheio")
+
+    def missing(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+
+        def unavailable(*args, **kwargs):
+            raise RuntimeError(f"sgl_kernel.kvcacheio.{attr}: CPU test stand-in")
+
+        return unavailable
+
+    kv.__getattr__ = missing
+    pkg.kvcacheio = kv
+    sys.modules["sgl_kernel"], sys.modules["sgl_kernel.kvcacheio"] = pkg, kv
+    module = None
+    try:
+        for name in names:
+            module = importlib.import_module(name)
+    finally:
+        for name in ("sgl_kernel.kvcacheio", "sgl_kernel"):
+            if sys.modules.get(name) in (pkg, kv):
+                del sys.modules[name]
+    note = "sgl_kernel.kvcacheio (only while importing SGLang's FusedMoE)"
+    if note not in STUBBED:
+        STUBBED.append(note)
+    return module
 
 
 def verify_quantization(monkeypatch, model_path, quant_cfg, user):

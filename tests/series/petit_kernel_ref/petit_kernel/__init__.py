@@ -30,6 +30,13 @@ Deliberate deviations from the real kernel (all documented where they occur):
 * Negative-zero FP4 codes (0x8) are canonicalised to +0 by the repack, like
   the real ``PetitFormat``.
 
+MoE (petit-kernel 0.0.5): ``fused_moe_bf16_mxfp4`` (``_fused_moe_ref.py``) and
+the repack helpers ``MoeKernelLayout`` / ``repack_moe_kernel_layout``
+(``moe_mxfp4.py``, the real module's name), re-exported here like the real
+package does.  Their own docstrings list what is copied and what deviates.
+The real package has no Python helper that builds the sorted routing
+(``sorted_token_ids`` ...); callers build it (see ``_fused_moe_ref``).
+
 This file deliberately shares no code with ``tests/series/mxfp4_ref.py``.
 """
 
@@ -335,7 +342,22 @@ def dequantize_repacked_mxfp4(b: torch.Tensor, s: torch.Tensor, size_n: int, siz
     return _e2m1_value(codes) * scale.repeat_interleave(32, dim=1)
 
 
+from . import moe_mxfp4  # noqa: E402  (the real package imports it too)
+from ._fused_moe_ref import dequantize_native_moe_weight, fused_moe_bf16_mxfp4  # noqa: E402
+from .moe_mxfp4 import MoeKernelLayout, repack_moe_kernel_layout  # noqa: E402
+
+
+def moe_calls() -> dict:
+    """Reference-only: call counts of the MoE entry points."""
+    from . import _fused_moe_ref
+
+    return {**moe_mxfp4.CALLS, **_fused_moe_ref.CALLS}
+
+
 __all__ = [
+    "MoeKernelLayout",
+    "repack_moe_kernel_layout",
+    "fused_moe_bf16_mxfp4",
     "repack_mxfp4",
     "repack_nvfp4",
     "process_mxfp4_scales",
