@@ -365,4 +365,5 @@ __all__ = [
     "mul_mxfp4_a16",
     "mul_nvfp4_a16",
     "get_fp4_solutions",
+    "dequantize_native_moe_weight",  # reference-only
 ]
