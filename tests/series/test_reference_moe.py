@@ -204,9 +204,9 @@ def test_routing_builder_semantics():
 
 def test_expert_with_more_than_32_routes_uses_several_blocks():
     t, k, e = 70, 1, 2
-    ids = torch.zeros(t, 1, dtype=torch.int64)
+    ids = torch.zeros(t, k, dtype=torch.int64)
     ids[65:] = 1
-    st, sw, se, nv = moe_ref.build_sorted_routing(ids, torch.ones(t, 1), e)
+    st, sw, se, nv = moe_ref.build_sorted_routing(ids, torch.ones(t, k), e)
     assert nv.tolist() == [3 * 32 + 32, 70]
     assert se.tolist()[:4] == [0, 0, 0, 1]
 
