@@ -13,7 +13,7 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 # Identity and configuration used for every commit the tooling makes, so that the
 # same inputs always give the same commit ids, whatever the user's git config says.
@@ -291,25 +291,47 @@ def parse_trailers(message: str) -> dict[str, str]:
     return found
 
 
-def strip_trailers(message: str, keys: Iterable[str]) -> str:
-    """`message` without the trailers whose key is in `keys` (case-insensitive).
+TRAILER_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
+CHERRY_PICK_LINE = re.compile(r"^\(cherry picked from commit [0-9a-f]{7,40}\)$")
 
-    Only the last paragraph is a trailer block; an emptied block is removed."""
+
+def _is_trailer_block(lines: Sequence[str]) -> bool:
+    """Git's notion: a last paragraph made of `Key: value` lines (and their continuations)."""
+    if not lines or not (TRAILER_LINE.match(lines[0]) or CHERRY_PICK_LINE.match(lines[0])):
+        return False
+    return all(TRAILER_LINE.match(x) or CHERRY_PICK_LINE.match(x) or x[:1] in (" ", "\t") for x in lines)
+
+
+def drop_trailers(message: str, drop: Callable[[str], bool]) -> str:
+    """`message` without the trailer lines (and their continuations) `drop` picks.
+
+    Only the trailer block (the last paragraph, when every line of it is a
+    trailer) is touched; the subject and the prose are kept; an emptied block
+    goes with its blank line."""
+    paragraphs = re.split(r"\n[ \t]*\n", message.strip("\n"))
+    if len(paragraphs) > 1 and _is_trailer_block(paragraphs[-1].splitlines()):
+        kept, dropping = [], False
+        for line in paragraphs[-1].splitlines():
+            if line[:1] not in (" ", "\t"):  # not a continuation of the previous trailer
+                dropping = drop(line)
+            if not dropping:
+                kept.append(line)
+        paragraphs = paragraphs[:-1] + (["\n".join(kept)] if kept else [])
+    return "\n\n".join(p.rstrip() for p in paragraphs).rstrip() + "\n"
+
+
+def strip_trailers(message: str, keys: Iterable[str]) -> str:
+    """`message` without the trailers whose key is in `keys` (case-insensitive)."""
     wanted = {k.lower() for k in keys}
     if not wanted:
         return message
-    body = message.rstrip("\n")
-    head, sep, last = body.rpartition("\n\n")
-    if not sep:
-        return message
-    kept = [
-        line
-        for line in last.split("\n")
-        if line.split(":", 1)[0].strip().lower() not in wanted or ":" not in line
-    ]
-    if len(kept) == len(last.split("\n")):
-        return message
-    return (head + ("\n\n" + "\n".join(kept) if kept else "")).rstrip("\n") + "\n"
+
+    def named(line: str) -> bool:
+        m = TRAILER_LINE.match(line)
+        return m is not None and m.group(1).lower() in wanted
+
+    stripped = drop_trailers(message, named)
+    return message if stripped.rstrip("\n") == message.rstrip("\n") else stripped
 
 
 def rewrite_message(cwd: Path, commit: str, message: str, parent: Optional[str] = None) -> str:

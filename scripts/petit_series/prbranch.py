@@ -30,21 +30,10 @@ DOWNSTREAM_TRAILER_KEYS = re.compile(
     re.IGNORECASE,
 )
 BOT_IDENTITIES = (gitlib.BOT_NAME, gitlib.BOT_EMAIL, "petit@example.com")
-_TRAILER = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
-_CHERRY_PICK = re.compile(r"^\(cherry picked from commit [0-9a-f]{7,40}\)$")
-
-
-def _is_trailer_block(lines: Sequence[str]) -> bool:
-    """Git's notion: a last paragraph made of `Key: value` lines (and their continuations)."""
-    if not lines or not (_TRAILER.match(lines[0]) or _CHERRY_PICK.match(lines[0])):
-        return False
-    return all(_TRAILER.match(x) or _CHERRY_PICK.match(x) or x[:1] in (" ", "\t") for x in lines)
-
-
 def is_downstream_trailer(line: str) -> bool:
-    if _CHERRY_PICK.match(line):
+    if gitlib.CHERRY_PICK_LINE.match(line):
         return True
-    m = _TRAILER.match(line)
+    m = gitlib.TRAILER_LINE.match(line)
     if not m:
         return False
     key, value = m.group(1), m.group(2).lower()
@@ -54,26 +43,8 @@ def is_downstream_trailer(line: str) -> bool:
 
 
 def strip_downstream_trailers(message: str) -> str:
-    """The commit message without downstream-only trailers (see the module docstring).
-
-    Only the trailer block (the last paragraph, when every line of it is a
-    trailer) is touched; the subject and the prose are kept as they are.
-    """
-    paragraphs = re.split(r"\n[ \t]*\n", message.strip("\n"))
-    if len(paragraphs) > 1:
-        lines = paragraphs[-1].splitlines()
-        if _is_trailer_block(lines):
-            kept, dropping = [], False
-            for line in lines:
-                if line[:1] in (" ", "\t"):  # continuation of the previous trailer
-                    if not dropping:
-                        kept.append(line)
-                    continue
-                dropping = is_downstream_trailer(line)
-                if not dropping:
-                    kept.append(line)
-            paragraphs = paragraphs[:-1] + (["\n".join(kept)] if kept else [])
-    return "\n\n".join(p.rstrip() for p in paragraphs).rstrip() + "\n"
+    """The commit message without downstream-only trailers (see the module docstring)."""
+    return gitlib.drop_trailers(message, is_downstream_trailer)
 
 
 def split_message(message: str) -> tuple[str, str]:

@@ -7,7 +7,6 @@ Results go to <out>/rank<r>.json as {check: "ok" | error text}."""
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 from pathlib import Path
@@ -50,31 +49,7 @@ def _checks(rank: int, world: int):
 
 
 def worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    here = Path(__file__).resolve().parent
-    sys.path.insert(0, str(here))
-    res = {}
-    try:
-        import sgl_cpu
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import sgl_cpu
 
-        sgl_cpu.select_petit_kernel()
-        sgl_cpu.install_vllm_stub()
-        import torch
-
-        torch.set_num_threads(1)
-        sgl_cpu.init_parallel(rank=rank, world_size=world, port=port)
-        import importlib
-
-        pu = importlib.import_module("sglang.srt.layers.quantization.petit_utils")
-        pu.get_petit_gpu_arch = lambda *a, **k: sgl_cpu.FAKE_ARCH
-        res = _checks(rank, world)
-    except BaseException as e:  # noqa: BLE001
-        res["setup"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}"
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(res, indent=1))
-    try:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
-    except Exception:
-        pass
+    sgl_cpu.run_tp_worker(rank, world, port, out_dir, _checks)

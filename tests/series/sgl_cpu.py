@@ -203,6 +203,37 @@ def _cpu_only_group_communicators(ps) -> None:
         ps.set_custom_all_reduce(False)
 
 
+def run_tp_worker(rank: int, world: int, port: int, out_dir: str, checks) -> None:
+    """Body of a TP worker process: emulated ROCm with the reference kernel, a gloo
+    group of `world`, then `checks(rank, world)` -> {name: "ok" | error}, written to
+    `<out_dir>/rank<rank>.json` (a setup failure is reported as "setup")."""
+    import json
+    import traceback
+
+    res = {}
+    try:
+        select_petit_kernel()
+        install_vllm_stub()
+        import torch
+
+        torch.set_num_threads(1)
+        init_parallel(rank=rank, world_size=world, port=port)
+        pu = importlib.import_module("sglang.srt.layers.quantization.petit_utils")
+        pu.get_petit_gpu_arch = lambda *a, **k: FAKE_ARCH
+        res = checks(rank, world)
+    except BaseException as e:  # noqa: BLE001
+        res["setup"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}"
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(res, indent=1))
+    try:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    except Exception:
+        pass
+
+
 def tp_rank_size():
     from sglang.srt.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
 

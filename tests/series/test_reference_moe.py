@@ -487,29 +487,27 @@ def test_fused_check_inter_not_multiple_of_128():
         fused_moe_bf16_mxfp4(**a)
 
 
+def _zero_problem(e: int, t: int, dim: int, inter: int) -> dict:
+    """Hidden states, weights and scales of the shapes the wrapper expects, zeroed."""
+    return dict(
+        hidden_states=torch.zeros(t, dim, dtype=torch.bfloat16),
+        w13_q=torch.zeros(e, 2 * inter, dim // 2, dtype=torch.uint8),
+        w2_q=torch.zeros(e, dim, inter // 2, dtype=torch.uint8),
+        fc1_scale=torch.zeros(e, 2 * inter, dim // 32, dtype=torch.uint8),
+        fc2_scale=torch.zeros(e, dim, inter // 32, dtype=torch.uint8),
+    )
+
+
 def test_fused_check_dim_not_multiple_of_128_and_256():
     # dim 192 fails the real wrapper's dim % 128 check (after the shape checks)
     e, t, k, dim, inter = 1, 2, 1, 192, 256
     a = _good_args(e=e, t=t, k=k)
-    a.update(
-        hidden_states=torch.zeros(t, dim, dtype=torch.bfloat16),
-        w13_q=torch.zeros(e, 2 * inter, dim // 2, dtype=torch.uint8),
-        w2_q=torch.zeros(e, dim, inter // 2, dtype=torch.uint8),
-        fc1_scale=torch.zeros(e, 2 * inter, dim // 32, dtype=torch.uint8),
-        fc2_scale=torch.zeros(e, dim, inter // 32, dtype=torch.uint8),
-        w13_bias=None, w2_bias=None,
-    )
+    a.update(_zero_problem(e, t, dim, inter), w13_bias=None, w2_bias=None)
     with pytest.raises(RuntimeError, match="^dim must be divisible by 128"):
         fused_moe_bf16_mxfp4(**a)
     # dim 384 passes the wrapper but not the repacked tiles (reference-only check)
     dim = 384
-    a.update(
-        hidden_states=torch.zeros(t, dim, dtype=torch.bfloat16),
-        w13_q=torch.zeros(e, 2 * inter, dim // 2, dtype=torch.uint8),
-        w2_q=torch.zeros(e, dim, inter // 2, dtype=torch.uint8),
-        fc1_scale=torch.zeros(e, 2 * inter, dim // 32, dtype=torch.uint8),
-        fc2_scale=torch.zeros(e, dim, inter // 32, dtype=torch.uint8),
-    )
+    a.update(_zero_problem(e, t, dim, inter))
     with pytest.raises(RuntimeError, match="petit_kernel reference: dim = 384"):
         fused_moe_bf16_mxfp4(**a)
     # and the real repack helper refuses such scales already

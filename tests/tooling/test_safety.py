@@ -129,15 +129,16 @@ def test_apply_then_refresh_changes_nothing_on_every_release(cli):
     assert "applied-3way" in [r["status"] for r in record(cli.tmp / "v0.5.11-git")["results"]]
 
 
-def test_reworded_commit_keeps_its_file_and_new_commit_is_appended(cli):
+def reword_registration(cli, reword):
+    """Apply v0.5.9, then reword the registration commit as an editor would."""
     cli("apply", "--ref", "v0.5.9", "--source", "git")
     tree = cli.tree("v0.5.9")
-    edit_commit(
-        tree,
-        "register petit_mxfp4",
-        lambda t: None,
-        lambda m: m.replace("register petit_mxfp4", "register the petit_mxfp4 method", 1),
-    )
+    edit_commit(tree, "register petit_mxfp4", lambda t: None, reword)
+    return tree
+
+
+def test_reworded_commit_keeps_its_file_and_new_commit_is_appended(cli):
+    tree = reword_registration(cli, lambda m: m.replace("register petit_mxfp4", "register the petit_mxfp4 method", 1))
     (tree / "NOTES.md").write_text("notes\n")
     git(tree, "add", "NOTES.md")
     git(tree, "commit", "-q", "-m", "docs: add notes")
@@ -188,14 +189,7 @@ def test_editing_an_earlier_patch_reexports_the_ones_above_it(cli):
 
 
 def test_export_has_one_blank_line_after_the_subject(cli):
-    cli("apply", "--ref", "v0.5.9", "--source", "git")
-    tree = cli.tree("v0.5.9")
-    edit_commit(
-        tree,
-        "register petit_mxfp4",
-        lambda t: None,
-        lambda m: m.replace("register petit_mxfp4\n", "register petit_mxfp4\n\nWhy it is needed.\n", 1),
-    )
+    reword_registration(cli, lambda m: m.replace("register petit_mxfp4\n", "register petit_mxfp4\n\nWhy it is needed.\n", 1))
     cli("refresh", "--ref", "v0.5.9")
     text = (cli.patches / REG / "0.5.9.patch").read_text()
     assert "Subject: quantization: register petit_mxfp4\n\nWhy it is needed.\n\ndiff --git" in text
