@@ -175,6 +175,10 @@ def cmd_rebase(args) -> int:
 
 
 def _existing_tree(args) -> Path:
+    if not (args.ref or args.dir) and args.source in upstream.SOURCES:
+        # The tree `make apply` made without SGLANG_REF: the newest supported release.
+        args.ref = upstream.default_ref(upstream.Cache(cache_dir()))
+        print(f"SGLANG_REF not set: the tree of the newest release, {args.ref}")
     tree = tree_for(args)
     if not (tree / ".git").exists() and not (tree.is_dir() and apply.gitlib.ok(["rev-parse"], tree)):
         raise apply.ApplyError(
@@ -511,9 +515,9 @@ def parser() -> argparse.ArgumentParser:
     common(s, ref_default="none: required")
     for name, func in (("rebase-continue", cmd_rebase_continue), ("rebase-abort", cmd_rebase_abort)):
         s = _sub(sub, name, func)
-        common(s, ref_default="none; name the tree with it, --dir or --source <path>")
+        common(s, ref_default="the newest supported release, as for apply; or name the tree with --dir or --source <path>")
     s = _sub(sub, "refresh", cmd_refresh)
-    common(s, ref_default="none; name the tree with it, --dir or --source <path>")
+    common(s, ref_default="the newest supported release, as for apply; or name the tree with --dir or --source <path>")
     s.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file would change")
     s.add_argument(
         "--new-variant", action="store_true",

@@ -237,3 +237,12 @@ def test_conflict_report_shows_both_sides(cli):
     assert len(sides) == 1 and '"quark_mxfp4"' in sides[0] and '"petit_mxfp4"' in sides[0]
     md = (cli.build / "reports" / "v0.5.14.md").read_text()
     assert "upstream's lines (ours" in md and '    "quark_mxfp4",' in md and '    "petit_mxfp4",' in md
+
+
+def test_make_apply_then_make_refresh_on_the_default_release(cli):
+    """`make apply && make refresh` with no SGLANG_REF: the same tree, nothing rewritten."""
+    before = patch_bytes(cli)
+    cli("apply", "--source", "git")
+    done = cli("refresh", "--source", "git")
+    assert "the newest release, v0.5.15" in done.stdout and "nothing changed" in done.stdout
+    assert patch_bytes(cli) == before
