@@ -26,15 +26,16 @@ from typing import Optional
 from . import gitlib, hints, versions
 from .apply import (
     PATCH_TRAILER,
+    SKIPPED_BY_USER,
     UPSTREAM_REF,
     ApplyError,
     load_record,
     load_state,
     mark_exported,
     save_record,
-    skipped_by_user,
 )
 from .series import Series
+from .series import load as load_series
 
 
 def _mail_head(text: str) -> str:
@@ -91,6 +92,8 @@ class Item:
     target: Path  # the patch file this commit is written to
     result: Optional[dict]  # its entry in the tree's record (None: a new commit)
     source: Optional[Path] = None  # the patch file it was applied from
+    stamp: Optional[str] = None  # the file its trailer names (None: no trailer)
+    export: str = ""  # its deterministic export, trailer stripped
     keep: bool = False  # the source file already reproduces the commit
 
 
@@ -98,7 +101,6 @@ class Item:
 class Plan:
     items: list[Item]
     new_files: list[str]  # series lines to append
-    missing: list[str]  # patches in the series that no branch commit carries
 
     def changed(self, root: Path) -> list[str]:
         return [str(i.target.relative_to(root)) for i in self.items if not i.keep]
@@ -129,7 +131,8 @@ def plan(tree: Path, series: Series, *, new_variant: bool = False, keep_three_wa
     results = {r["file"]: r for r in record["results"]}
     entries = {e.name: e for e in series.entries}
     commits = _branch_commits(tree)
-    names = gitlib.trailer_values(tree, commits, PATCH_TRAILER)
+    stamps = gitlib.trailer_values(tree, commits, PATCH_TRAILER)
+    names = dict(stamps)
     # A commit whose message lost the trailer (`git commit --amend -m`) is matched by
     # its subject to a patch no other commit claims.
     claimed = set(names.values())
@@ -160,7 +163,8 @@ def plan(tree: Path, series: Series, *, new_variant: bool = False, keep_three_wa
             file = f"{number:04d}-{gitlib.munge_subject(subject)}.patch"
             new_files.append(file)
             source, target, result = None, series.root / file, None
-        items.append(Item(commit, target, result, source))
+        export = gitlib.format_patch(tree, commit, drop_trailers=(PATCH_TRAILER,))
+        items.append(Item(commit, target, result, source, stamps.get(commit), export))
     carried = {i.result["file"] for i in items if i.result}
     missing = [
         r["name"]
@@ -169,7 +173,7 @@ def plan(tree: Path, series: Series, *, new_variant: bool = False, keep_three_wa
         and r["file"] in listed
         and r["file"] not in carried
     ]
-    skipped = [r["name"] for r in record["results"] if r["file"] in listed and r["name"] in skipped_by_user(record)]
+    skipped = [r["name"] for r in record["results"] if r["file"] in listed and r["status"] == SKIPPED_BY_USER]
     if missing or skipped:
         gone = ", ".join(dict.fromkeys(skipped + missing))
         raise ApplyError(
@@ -183,9 +187,8 @@ def plan(tree: Path, series: Series, *, new_variant: bool = False, keep_three_wa
             continue
         old = item.source.read_text()
         excluded = item.result.get("excluded", [])
-        fresh = gitlib.format_patch(tree, item.commit, drop_trailers=(PATCH_TRAILER,))
         item.keep = (
-            _mail_head(fresh) == _mail_head(old)
+            _mail_head(item.export) == _mail_head(old)
             and _same_tree(
                 tree,
                 item.commit,
@@ -195,11 +198,11 @@ def plan(tree: Path, series: Series, *, new_variant: bool = False, keep_three_wa
             )
             and not _preimage_moved(tree, item.commit, old, item.result.get("parent"), excluded)
         )
-    return Plan(items, new_files, missing)
+    return Plan(items, new_files)
 
 
-def _export(tree: Path, item: Item, root: Path) -> str:
-    text = gitlib.format_patch(tree, item.commit, drop_trailers=(PATCH_TRAILER,))
+def _export(item: Item, root: Path) -> str:
+    text = item.export
     excluded = item.result.get("excluded", []) if item.result else []
     if excluded:
         # A partial tree lacks these files: carry their hunks over unchanged.
@@ -226,7 +229,7 @@ def refresh(
     for item in p.items:
         if not item.keep:
             item.target.parent.mkdir(parents=True, exist_ok=True)
-            item.target.write_text(_export(tree, item, series.root))
+            item.target.write_text(_export(item, series.root))
     if p.new_files:
         with (series.root / "series").open("a") as fh:
             fh.writelines(name + "\n" for name in p.new_files)
@@ -241,12 +244,11 @@ def _final_file(item: Item, root: Path) -> str:
 def _restamp(tree: Path, root: Path, p: Plan) -> None:
     """Point each commit's trailer at the file it now lives in (a new variant, a new
     patch); the commits above one that changes are re-parented, trees unchanged."""
-    stamps = gitlib.trailer_values(tree, [i.commit for i in p.items], PATCH_TRAILER)
     old_head = gitlib.out(["rev-parse", "HEAD"], tree)
     parent, moved = gitlib.out(["rev-parse", UPSTREAM_REF], tree), False
     for item in p.items:
         file = _final_file(item, root)
-        if moved or stamps.get(item.commit) != file:
+        if moved or item.stamp != file:
             message = gitlib.add_trailer(tree, gitlib.commit_message(tree, item.commit), PATCH_TRAILER, file)
             item.commit = gitlib.rewrite_message(tree, item.commit, message, parent=parent)
             moved = True
@@ -258,8 +260,6 @@ def _restamp(tree: Path, root: Path, p: Plan) -> None:
 def _sync_record(tree: Path, root: Path, p: Plan) -> None:
     """After an export patches/ reproduces the branch: record that (through
     apply.save_record, the one writer of record.json)."""
-    from . import series as series_mod
-
     record = load_record(tree)
     _restamp(tree, root, p)
     head = gitlib.out(["rev-parse", "HEAD"], tree)
@@ -277,7 +277,7 @@ def _sync_record(tree: Path, root: Path, p: Plan) -> None:
     for r in record["results"]:
         if r["status"] in ("already-upstream", "excluded"):
             results.append(r)
-    loaded = series_mod.load(root)
+    loaded = load_series(root)
     rank = {str(path.relative_to(root)): n for n, (_, path, _) in enumerate(loaded.selected(record.get("version")))}
     results.sort(key=lambda r: rank.get(r["file"], len(rank)))
     record.update(results=results, head=head, digest=loaded.digest(record.get("version")))
