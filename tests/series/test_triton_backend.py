@@ -369,22 +369,35 @@ def test_layer_nan_scale_refused(dist_tp1, triton_backend):
 
 
 def test_hot_path_is_one_triton_call(dist_tp1, triton_backend, monkeypatch):
-    """apply(): one kernel launch, bias fused, only the output allocated."""
+    """apply(): one kernel launch, bias fused, only the output allocated; the
+    dispatcher sees views of the activation and the one custom op."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
     cfg = lc.petit_mxfp4_config()
     case = lc.build("replicated", cfg, bias=True)
     lc.finalize(case.layer)
-    calls = []
+    calls, dispatched = [], []
     orig = triton_backend.mxfp4_a16_matmul
 
     def spy(a, weight, weight_scale, bias=None, config=None):
         calls.append((a.shape, bias is not None))
         return orig(a, weight, weight_scale, bias, config)
 
+    class Dispatched(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            dispatched.append(func)  # not the op's own calls: the mode is off inside
+            return func(*args, **(kwargs or {}))
+
     monkeypatch.setattr(triton_backend, "mxfp4_a16_matmul", spy)
-    x = lc.rand_x(4, case.k_full)
-    out = case.layer.quant_method.apply(case.layer, x, case.layer.bias)
+    x = lc.rand_x(4, case.k_full).reshape(2, 2, case.k_full)
+    with Dispatched():
+        out = case.layer.quant_method.apply(case.layer, x, case.layer.bias)
     assert calls == [((4, case.k_full), True)]
-    lc.assert_matches(out, lc.reference_column(case, x), "hot path")
+    assert dispatched.count(_op()) == 1, dispatched
+    views = (torch.ops.aten.view, torch.ops.aten._unsafe_view, torch.ops.aten.reshape)
+    assert all(f == _op() or f.overloadpacket in views for f in dispatched), dispatched
+    ref = lc.reference_column(case, x.reshape(4, -1)).reshape(2, 2, -1)
+    lc.assert_matches(out, ref, "hot path")
 
 
 # ------------------------------------------------------------------ selection
