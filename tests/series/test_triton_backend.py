@@ -557,11 +557,14 @@ def test_layer_compiles_to_one_op(dist_tp1, triton_backend):
 
     torch._dynamo.reset()
     compiled = torch.compile(forward, backend=backend, fullgraph=True, dynamic=True)
-    for m in (3, 17):
-        x = lc.rand_x(m, case.k_full, seed=m)
-        out = compiled(x)
-        assert torch.equal(out, forward(x))
-        lc.assert_matches(out, lc.reference_column(case, x), f"compiled m={m}")
+    try:
+        for m in (3, 17):
+            x = lc.rand_x(m, case.k_full, seed=m)
+            out = compiled(x)
+            assert torch.equal(out, forward(x))
+            lc.assert_matches(out, lc.reference_column(case, x), f"compiled m={m}")
+    finally:
+        torch._dynamo.reset()
     assert len(graphs) == 1, "recompiled for a new M"
     calls = [node.target for node in graphs[0].graph.nodes if node.op == "call_function"]
     assert len(calls) == 1 and calls[0] in (_op(), _op().overloadpacket), calls
