@@ -295,6 +295,14 @@ def test_refuses_triton_backend_for_moe(monkeypatch):
         mx_mod().PetitMxfp4Config.from_config(dict(GPT_OSS_QUANT_CFG))
 
 
+def test_refuses_unknown_backend_for_moe(rocm, monkeypatch):
+    """The variable is checked as for dense checkpoints, not read as auto."""
+    moe_mod()
+    monkeypatch.setenv("SGLANG_PETIT_MXFP4_BACKEND", "cuda")
+    with pytest.raises(ValueError, match="'cuda' is not one of auto, petit, triton"):
+        mx_mod().PetitMxfp4Config.from_config(dict(GPT_OSS_QUANT_CFG))
+
+
 def _bare_layer(tp=1, ep=1):
     layer = torch.nn.Module()
     layer.moe_tp_size, layer.moe_ep_size = tp, ep

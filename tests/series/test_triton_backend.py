@@ -9,6 +9,11 @@ interpreted: same exact products), and FP32 -> BF16 casts truncate instead of
 rounding to nearest (an error of up to 2^-8 relative, inside the suite's
 rtol = 1e-2 tolerance; see layer_cases).
 
+The GEMM is the custom op ``torch.ops.sglang.petit_mxfp4_a16_matmul``, which
+SGLang's direct_register_custom_op registers for CUDA tensors only. ``interp``
+gives it a CPU kernel for the test, the freshly imported module's own op
+function, so the layers' CPU forward goes through the op as on a GPU.
+
 Reference: float32 ``x @ W.T (+ bias)`` with W decoded by the independent
 decoder in mxfp4_ref; tolerance from layer_cases.assert_matches.
 """
@@ -29,6 +34,7 @@ import mxfp4_ref as mx
 QUANT = "sglang.srt.layers.quantization"
 TRITON_MOD = f"{QUANT}.petit_mxfp4_triton"
 ENV = "SGLANG_PETIT_MXFP4_BACKEND"
+OP = "petit_mxfp4_a16_matmul"
 
 pytestmark = pytest.mark.petit_mxfp4
 
@@ -55,7 +61,10 @@ def interp(monkeypatch):
         pytest.skip(f"{TRITON_MOD} not in this tree")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     mod = _fresh_triton_module()
+    cpu_kernel = torch.library.Library("sglang", "IMPL")
+    cpu_kernel.impl(OP, mod._mxfp4_a16_matmul_op, "CPU")
     yield mod
+    cpu_kernel._destroy()
     monkeypatch.delenv("TRITON_INTERPRET")
     sys.modules.pop(TRITON_MOD, None)
 
@@ -360,22 +369,35 @@ def test_layer_nan_scale_refused(dist_tp1, triton_backend):
 
 
 def test_hot_path_is_one_triton_call(dist_tp1, triton_backend, monkeypatch):
-    """apply(): one kernel launch, bias fused, only the output allocated."""
+    """apply(): one kernel launch, bias fused, only the output allocated; the
+    dispatcher sees views of the activation and the one custom op."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
     cfg = lc.petit_mxfp4_config()
     case = lc.build("replicated", cfg, bias=True)
     lc.finalize(case.layer)
-    calls = []
+    calls, dispatched = [], []
     orig = triton_backend.mxfp4_a16_matmul
 
     def spy(a, weight, weight_scale, bias=None, config=None):
         calls.append((a.shape, bias is not None))
         return orig(a, weight, weight_scale, bias, config)
 
+    class Dispatched(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            dispatched.append(func)  # not the op's own calls: the mode is off inside
+            return func(*args, **(kwargs or {}))
+
     monkeypatch.setattr(triton_backend, "mxfp4_a16_matmul", spy)
-    x = lc.rand_x(4, case.k_full)
-    out = case.layer.quant_method.apply(case.layer, x, case.layer.bias)
+    x = lc.rand_x(4, case.k_full).reshape(2, 2, case.k_full)
+    with Dispatched():
+        out = case.layer.quant_method.apply(case.layer, x, case.layer.bias)
     assert calls == [((4, case.k_full), True)]
-    lc.assert_matches(out, lc.reference_column(case, x), "hot path")
+    assert dispatched.count(_op()) == 1, dispatched
+    views = (torch.ops.aten.view, torch.ops.aten._unsafe_view, torch.ops.aten.reshape)
+    assert all(f == _op() or f.overloadpacket in views for f in dispatched), dispatched
+    ref = lc.reference_column(case, x.reshape(4, -1)).reshape(2, 2, -1)
+    lc.assert_matches(out, ref, "hot path")
 
 
 # ------------------------------------------------------------------ selection
@@ -460,3 +482,167 @@ def test_layer_non_contiguous_input(dist_tp1, triton_backend):
     x = lc.rand_x(9, case.k_full + 64)[:, : case.k_full]
     assert not x.is_contiguous()
     lc.assert_matches(lc.run(case.layer, x), lc.reference_column(case, x), "strided input")
+
+
+# ------------------------------------------------------------------ custom op
+
+
+def _op():
+    return getattr(torch.ops.sglang, OP).default
+
+
+def test_custom_op_registered_for_cuda_with_schema(interp):
+    """One functional op (no mutated argument), with a CUDA kernel from the
+    module's own registration (the CPU one is this test file's)."""
+    schema = _op()._schema
+    assert [(a.name, str(a.type)) for a in schema.arguments] == [
+        ("a", "Tensor"),
+        ("weight", "Tensor"),
+        ("weight_scale", "Tensor"),
+        ("bias", "Optional[Tensor]"),
+    ]
+    assert [str(r.type) for r in schema.returns] == ["Tensor"]
+    assert not any(a.alias_info for a in schema.arguments), schema
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"sglang::{OP}", "CUDA")
+
+
+@pytest.mark.parametrize("m", [1, 5])
+@pytest.mark.parametrize("bias", [False, True])
+def test_custom_op_matches_mxfp4_a16_matmul(interp, m, bias):
+    n, k = 48, 256
+    packed, scales = mx.random_mxfp4(n, k, seed=m)
+    weight = interp.interleave_mxfp4_weight(packed)
+    x = lc.rand_x(m, k, seed=m)
+    b = (torch.randn(n) * 0.1).to(torch.bfloat16) if bias else None
+    out = _op()(x, weight, scales, b)
+    assert torch.equal(out, interp.mxfp4_a16_matmul(x, weight, scales, b))
+    ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
+    lc.assert_matches(out, ref + b.float() if bias else ref, f"op m={m}")
+
+
+def test_custom_op_fake_impl_gives_shape_and_dtype(interp, monkeypatch):
+    """Under FakeTensorMode the op runs its fake implementation only: the
+    output is [M, N] BF16 on the activation's device, and no kernel runs."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("the kernel ran under FakeTensorMode")
+
+    monkeypatch.setattr(interp, "mxfp4_a16_matmul", no_kernel)
+    with FakeTensorMode() as mode:
+        a = torch.empty(7, 4096, dtype=torch.bfloat16)
+        weight = torch.empty(1000, 2048, dtype=torch.uint8)
+        scale = torch.empty(1000, 128, dtype=torch.uint8)
+        for bias in (None, torch.empty(1000, dtype=torch.bfloat16)):
+            out = _op()(a, weight, scale, bias)
+            assert out.shape == (7, 1000) and out.dtype == torch.bfloat16
+            assert out.device == a.device and mode.is_our_fake(out)
+
+
+def test_layer_compiles_to_one_op(dist_tp1, triton_backend):
+    """torch.compile(fullgraph=True) traces the layer's forward into one graph
+    in which the GEMM is the single custom op (M dynamic), and the compiled
+    forward gives the eager result."""
+    cfg = lc.petit_mxfp4_config()
+    case = lc.build("replicated", cfg, bias=True)
+    lc.finalize(case.layer)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def forward(x):
+        return case.layer.quant_method.apply(case.layer, x, case.layer.bias)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(forward, backend=backend, fullgraph=True, dynamic=True)
+    try:
+        for m in (3, 17):
+            x = lc.rand_x(m, case.k_full, seed=m)
+            out = compiled(x)
+            assert torch.equal(out, forward(x))
+            lc.assert_matches(out, lc.reference_column(case, x), f"compiled m={m}")
+    finally:
+        torch._dynamo.reset()
+    assert len(graphs) == 1, "recompiled for a new M"
+    calls = [node.target for node in graphs[0].graph.nodes if node.op == "call_function"]
+    assert len(calls) == 1 and calls[0] in (_op(), _op().overloadpacket), calls
+
+
+# ------------------------------------------------------------------ one choice per layer
+
+
+def test_backend_is_fixed_per_layer_at_load(dist_tp1, triton_backend, rocm, monkeypatch):
+    """Each layer keeps the backend it was built with: changing the variable or
+    the config later changes neither how it is prepared nor how it runs, and
+    apply() does not read the config at all. A layer built afterwards takes
+    the new choice."""
+    cfg = lc.petit_mxfp4_config()
+    case = lc.build("replicated", cfg, bias=True)
+    method = case.layer.quant_method
+    assert case.layer.petit_mxfp4_backend == "triton"
+    assert type(method).__name__ == "PetitMxfp4TritonLinearMethod"
+
+    monkeypatch.setenv(ENV, "petit")
+    cfg.backend = "petit"
+    petit_case = lc.build("replicated", lc.petit_mxfp4_config(), bias=True, seed=1)
+    assert petit_case.layer.petit_mxfp4_backend == "petit"
+    assert type(petit_case.layer.quant_method).__name__ == "PetitMxfp4LinearMethod"
+
+    lc.finalize(case.layer)
+    lc.finalize(petit_case.layer)
+    # Prepared for Triton: the interleaved checkpoint bytes, no Petit repack.
+    expected = triton_backend.interleave_mxfp4_weight(case.shards[0].packed)
+    assert torch.equal(case.layer.weight.data, expected)
+    assert not hasattr(case.layer, "weight_global_scale")
+    assert hasattr(petit_case.layer, "weight_global_scale")
+
+    class NoConfig:
+        def __getattr__(self, name):
+            raise AssertionError(f"apply() read quant_config.{name}")
+
+    method.quant_config = NoConfig()
+    x = lc.rand_x(5, case.k_full)
+    lc.assert_matches(lc.run(case.layer, x), lc.reference_column(case, x), "triton layer")
+    lc.assert_matches(lc.run(petit_case.layer, x), lc.reference_column(petit_case, x), "petit layer")
+
+
+def test_backend_variable_is_registered_in_envs(monkeypatch):
+    from sglang.srt.environ import envs
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert envs.SGLANG_PETIT_MXFP4_BACKEND.get() == "auto"
+    monkeypatch.setenv(ENV, " Triton ")
+    assert _mx()._requested_petit_mxfp4_backend() == "triton"
+
+
+# ------------------------------------------------------------------ shape limits
+
+
+@pytest.mark.parametrize(
+    "kind,sizes",
+    [
+        ("row", {"n": 256, "k": 384}),  # K % 256
+        ("replicated", {"n": 48, "k": 96}),  # K % 256, N % 32
+        ("merged", {"k": 256, "inter": 40}),  # N % 32 of the fused layer
+    ],
+)
+def test_triton_takes_layers_petit_refuses(dist_tp1, triton_backend, rocm, monkeypatch, kind, sizes):
+    """Shapes outside Petit's 256 x 32 tiles: refused on Petit, run on Triton."""
+    case = lc.build(kind, lc.petit_mxfp4_config(), sizes=sizes)
+    lc.finalize(case.layer)
+    for m in (1, 6):
+        x = lc.rand_x(m, case.k_full, seed=m)
+        lc.assert_matches(lc.run(case.layer, x), lc.reference_column(case, x), f"{kind} {sizes}")
+    monkeypatch.setenv(ENV, "petit")
+    with pytest.raises(ValueError, match="Petit MXFP4 needs"):
+        lc.build(kind, lc.petit_mxfp4_config(), sizes=sizes, load_weights=False)
+
+
+def test_triton_refuses_k_not_a_multiple_of_32(dist_tp1, triton_backend):
+    with pytest.raises(ValueError) as ei:
+        lc.build("replicated", lc.petit_mxfp4_config(), sizes={"n": 64, "k": 80}, load_weights=False)
+    msg = str(ei.value)
+    assert "Triton" in msg and "multiple of 32" in msg, msg
+    assert "model.layers.0.mlp.down_proj" in msg and "(64, 80)" in msg, msg
