@@ -180,6 +180,12 @@ def test_kernel_tiles_and_masks(interp, config):
     lc.assert_matches(out, ref, str(config))
 
 
+def _counters_left(interp) -> int:
+    """Nonzero split-K arrival counters over every stream's buffer."""
+    assert interp._COUNTERS, "split-K ran without arrival counters"
+    return sum(int(c.count_nonzero()) for c in interp._COUNTERS.values())
+
+
 @pytest.mark.parametrize("split", [2, 16])
 def test_kernel_split_k(interp, split):
     """Split-K partial sums meet in the workspace; the last program of a tile
@@ -192,8 +198,7 @@ def test_kernel_split_k(interp, split):
     out = _gemm(interp, x, packed, scales, b, config=config)
     ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t() + b.float()
     lc.assert_matches(out, ref, f"split {split}")
-    counters = interp._WORKSPACES[(x.device, "counters")]
-    assert counters.count_nonzero() == 0
+    assert _counters_left(interp) == 0
     again = _gemm(interp, x, packed, scales, b, config=config)
     assert torch.equal(again, out)
 
@@ -208,7 +213,7 @@ def test_kernel_split_k_more_splits_than_steps(interp):
     out = _gemm(interp, x, packed, scales, config=config)
     ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
     lc.assert_matches(out, ref, "8 splits, 3 steps")
-    assert interp._WORKSPACES[(x.device, "counters")].count_nonzero() == 0
+    assert _counters_left(interp) == 0
 
 
 # Per-partition (N, K) of Llama-3.1-8B and Llama-3.3-70B linear layers, TP 1-8.
@@ -273,39 +278,47 @@ def test_decode_is_exact(interp, config):
 
 def test_path_choice_by_shape(interp):
     """Decode + torch.mm from DEQUANT_MIN_M rows, and from DEQUANT_NARROW_MIN_M
-    rows on narrow layers (N <= 4096, K >= 2048); the fused kernel below."""
+    rows on narrow layers (N <= DEQUANT_NARROW_N, K >= 2048); the fused kernel
+    below."""
     pick = interp._pick_config
     big, narrow = interp.DEQUANT_MIN_M, interp.DEQUANT_NARROW_MIN_M
+    narrow_n = interp.DEQUANT_NARROW_N
     assert "DEQUANT_ROWS" in pick(big, 57344, 8192, 132)
     assert "DEQUANT_ROWS" not in pick(big - 1, 57344, 8192, 132)
     assert "DEQUANT_ROWS" in pick(narrow, 768, 4096, 132)
+    assert "DEQUANT_ROWS" in pick(narrow, narrow_n, 4096, 132)
     assert "DEQUANT_ROWS" not in pick(narrow - 1, 768, 4096, 132)
-    assert "DEQUANT_ROWS" not in pick(narrow, 8192, 4096, 132)
+    assert "DEQUANT_ROWS" not in pick(narrow, narrow_n + 128, 4096, 132)
     assert "DEQUANT_ROWS" not in pick(narrow, 4096, 1024, 132)
-    # Chunks: a multiple of 128 rows within DEQUANT_CHUNK_ELEMENTS, or all rows.
-    rows = pick(big, 57344, 8192, 132)["DEQUANT_ROWS"]
-    assert rows % 128 == 0 and rows * 8192 <= interp.DEQUANT_CHUNK_ELEMENTS
+    # Chunks: a multiple of 128 rows, at least DEQUANT_CHUNK_MIN elements (or
+    # all rows), at most DEQUANT_CHUNK_MAX, growing with M up to half the output.
+    for m, n, k in ((big, 57344, 8192), (4096, 57344, 8192), (big, 8192, 1024)):
+        rows = pick(m, n, k, 132)["DEQUANT_ROWS"]
+        assert rows % 128 == 0 and rows * k <= interp.DEQUANT_CHUNK_MAX, (m, n, k)
+        assert rows == n or rows * k >= interp.DEQUANT_CHUNK_MIN - 128 * k
+    small = pick(big, 57344, 8192, 132)["DEQUANT_ROWS"]
+    assert pick(4096, 57344, 8192, 132)["DEQUANT_ROWS"] > small
     assert pick(big, 768, 4096, 132)["DEQUANT_ROWS"] == 768
 
 
 def test_large_m_uses_decode_and_torch_mm(interp, monkeypatch):
-    """M >= DEQUANT_MIN_M decodes the weight in chunks sized at load and runs
-    torch.mm on them: the call allocates no workspace."""
+    """M >= DEQUANT_MIN_M decodes the weight in chunks of rows and runs
+    torch.mm on each; nothing is kept between calls."""
     n, k = 320, 128
-    monkeypatch.setattr(interp, "DEQUANT_CHUNK_ELEMENTS", 128 * k)
+    monkeypatch.setattr(interp, "DEQUANT_CHUNK_MIN", 128 * k)
+    monkeypatch.setattr(interp, "DEQUANT_CHUNK_MAX", 128 * k)
     interp._cached_config.cache_clear()
     m = interp.DEQUANT_MIN_M
     assert interp._pick_config(m, n, k, 132) == {"DEQUANT_ROWS": 128}
 
-    interp.reserve_mxfp4_workspace(torch.device("cpu"), n, k)
-    reserved = {key: id(buf) for key, buf in interp._WORKSPACES.items()}
-    assert interp._WORKSPACES[(torch.device("cpu"), "bf16")].numel() == 128 * k
     packed, scales = mx.random_mxfp4(n, k, seed=9)
     x = lc.rand_x(m, k, seed=9)
+    counters = dict(interp._COUNTERS)
     out = _gemm(interp, x, packed, scales)
     ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
     lc.assert_matches(out, ref, f"M={m}")
-    assert {key: id(buf) for key, buf in interp._WORKSPACES.items()} == reserved
+    assert interp._COUNTERS == counters
+    interp._cached_config.cache_clear()
 
 
 def test_kernel_empty_and_errors(interp):
