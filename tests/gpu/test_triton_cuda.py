@@ -341,3 +341,30 @@ def test_two_cuda_graphs_on_two_streams(cuda_mod, no_tf32):
     for (_, ref), kept, spec in zip(gemms, copies, specs):
         for i, o in enumerate(kept):
             assert_gemm_close(o, ref, f"graph {spec} replay {i}")
+
+
+# ------------------------------------------------ (5) the op SGLang's layers call
+
+
+@needs_cuda
+@pytest.mark.parametrize("m", [1, 64, 600])
+def test_custom_op_in_graph_and_compile(cuda_mod, no_tf32, m):
+    """torch.ops.sglang.petit_mxfp4_a16_matmul, as apply_mxfp4_triton_linear
+    calls it: captured in a CUDA graph and compiled with fullgraph=True, the
+    results match the FP32 reference (split-K, fused and decode + mm paths)."""
+    n, k = 3072, 4096
+    packed, scales = random_mxfp4(n, k, "cuda")
+    weight = cuda_mod.interleave_mxfp4_weight(packed)
+    bias = torch.randn(n, dtype=torch.bfloat16, device="cuda")
+    op = torch.ops.sglang.petit_mxfp4_a16_matmul
+    a = torch.zeros(m, k, dtype=torch.bfloat16, device="cuda")
+    graph, out = capture(lambda: op(a, weight, scales, bias))
+    new = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+    a.copy_(new)
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = reference(new, packed, scales, bias)
+    assert_gemm_close(out, ref, f"op in a graph, M={m}")
+
+    compiled = torch.compile(lambda x: op(x, weight, scales, bias), fullgraph=True)
+    assert_gemm_close(compiled(new), ref, f"compiled op, M={m}")
