@@ -66,6 +66,8 @@ class Context:
     explain: Callable[[Optional[str], list], list] = lambda version, files: []
     quiet: bool = False
     check_upstream: Callable[[], None] = lambda: None  # objects sound before checkout
+    # Patches parsed by validate_patches, so each is read and parsed once per run.
+    mails: dict = dataclasses.field(default_factory=dict)
 
     @property
     def branch(self) -> str:
@@ -220,11 +222,12 @@ def apply_one(ctx: Context, name: str, path: Path, floor: Optional[str]) -> dict
     Raises Conflict (tree left mid-am) or ApplyError (corrupt patch).
     """
     tree = ctx.tree
-    text = path.read_text()
-    try:
-        mail = gitlib.parse_patch(text)
-    except ValueError as exc:
-        raise ApplyError(f"patch {path} is corrupt: {exc}") from exc
+    mail = ctx.mails.get(path)
+    if mail is None:
+        try:
+            mail = gitlib.parse_patch(path.read_text())
+        except ValueError as exc:
+            raise ApplyError(f"patch {path} is corrupt: {exc}") from exc
     result: dict = {
         "name": name,
         "file": str(path.relative_to(ctx.series.root)),
@@ -432,7 +435,7 @@ def validate_patches(ctx: Context) -> None:
     """Parse every selected patch before the tree is touched."""
     for entry, path, _ in ctx.series.selected(ctx.upstream.version):
         try:
-            gitlib.parse_patch(path.read_text())
+            ctx.mails[path] = gitlib.parse_patch(path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApplyError(
                 f"patch {path} ({entry.name}) is corrupt: {exc}. Nothing was applied; "

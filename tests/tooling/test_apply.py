@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 from . import fixtures
 from .fixtures import QUANT, git
@@ -299,3 +301,46 @@ def test_untagged_image_checkout_takes_its_version_from_the_install(cli, world, 
     proc = cli("apply", "--ref", "v0.5.13", "--source", str(other))
     assert "has no tag v0.5.13; applying to its HEAD as release 0.5.13" in proc.stdout
     assert "0003-register-petit-mxfp4/0.5.13.patch: applied" in proc.stdout
+
+
+PARSE_COUNTER = """
+import collections, sys
+sys.path.insert(0, sys.argv[1])
+from petit_series import cli, gitlib
+seen = collections.Counter()
+real = gitlib.parse_patch
+def counting(text):
+    seen[text.split("\\n", 4)[3]] += 1
+    return real(text)
+gitlib.parse_patch = counting
+code = cli.main(sys.argv[2:])
+print("PARSES", max(seen.values()), len(seen))
+sys.exit(code)
+"""
+
+
+def test_apply_parses_each_patch_once(cli):
+    """apply checks every patch before touching the tree and then applies them:
+    each patch file is read and parsed once, not once per step."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PARSE_COUNTER,
+            str(Path(__file__).resolve().parents[2] / "scripts"),
+            "apply",
+            "--ref",
+            "v0.5.9",
+            "--source",
+            "git",
+            "--patches",
+            str(cli.patches),
+        ],
+        capture_output=True,
+        text=True,
+        env=cli.env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    most, patches = map(int, proc.stdout.split("PARSES")[1].split())
+    assert patches == len(statuses(cli.tree("v0.5.9"))) and most == 1, proc.stdout
