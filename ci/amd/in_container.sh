@@ -6,6 +6,8 @@
 #   2. install petit-kernel (>= 0.0.3 has MXFP4; default pin below) and check its API
 #   3. layer tests (tests/series) against the real kernel: PETIT_REQUIRE_ROCM=1 and
 #      no skips allowed (a skip here means the GPU or kernel was not found)
+#   3b. the Triton backend's real-GPU tests (tests/gpu: decode exactness, GEMM, two
+#      streams, CUDA graphs, the custom op) on this GPU, against the patched tree
 #   4. GEMM benchmark (informational): the series' Triton backend against Petit
 #      and hipBLASLt on the Llama shapes -> <results-dir>/<tag>/gemm_bench.txt
 #   5. serve MODEL with --quantization petit_mxfp4, GSM8K (few_shot_gsm8k) with a
@@ -50,7 +52,7 @@ while [[ $# -gt 0 ]]; do
     --results-dir) results="${2:?}"; shift ;;
     --port) port="${2:?}"; shift ;;
     --server-timeout) server_timeout="${2:?}"; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
   shift
@@ -97,6 +99,12 @@ rc=0
 run env PETIT_REQUIRE_ROCM=1 PYTHONPATH=scripts python3 -m pytest tests/series -v -rs \
   "--junitxml=${out}/layer-tests.xml" || rc=$?
 layer_status="$(status_of "$rc")"
+
+# --- 3b. the Triton backend on this GPU (its ROCm decode path, streams, graphs) ------
+rc=0
+run env "PETIT_TRITON_MODULE=${checkout}/python/sglang/srt/layers/quantization/petit_mxfp4_triton.py" \
+  python3 -m pytest tests/gpu -v -rs "--junitxml=${out}/triton-gpu-tests.xml" || rc=$?
+[[ "$rc" == 0 ]] || failures+=("Triton backend GPU tests (tests/gpu): $(status_of "$rc"), see triton-gpu-tests.xml")
 
 # --- 4. GEMM benchmark: Triton backend vs Petit vs hipBLASLt (before the server) -----
 run_sh "python3 ${checkout}/benchmark/kernels/quantization/bench_petit_mxfp4_triton.py --tp 1 8 --m 1 16 256 4096 2>&1 | tee ${out}/gemm_bench.txt" || true
