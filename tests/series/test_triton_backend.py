@@ -268,7 +268,9 @@ def test_decode_is_exact(interp, config):
     n, k = 64, 256
     codes = torch.arange(n * k // 2) * 7 % 256  # every byte value, shuffled
     packed = codes.to(torch.uint8).reshape(n, k // 2)
-    scales = torch.randint(100, 161, (n, k // 32), generator=torch.Generator().manual_seed(0))
+    scales = torch.randint(
+        100, 161, (n, k // 32), generator=torch.Generator().manual_seed(0)
+    )
     scales = scales.to(torch.uint8)
     eye = torch.eye(k, dtype=torch.bfloat16)
     out = _gemm(interp, eye, packed, scales, config=config)
@@ -348,7 +350,9 @@ def test_layer_matches_reference(dist_tp1, triton_backend, kind, bias):
     assert tuple(case.layer.weight_scale.shape) == (n, case.k_full // 32)
     for m in (1, 3, 17):
         x = lc.rand_x(m, case.k_full, seed=m)
-        lc.assert_matches(lc.run(case.layer, x), lc.reference_column(case, x), f"{kind} m={m}")
+        lc.assert_matches(
+            lc.run(case.layer, x), lc.reference_column(case, x), f"{kind} m={m}"
+        )
 
 
 def test_layer_3d_input_empty_batch_and_negative_zero(dist_tp1, triton_backend):
@@ -494,7 +498,9 @@ def test_layer_non_contiguous_input(dist_tp1, triton_backend):
     lc.finalize(case.layer)
     x = lc.rand_x(9, case.k_full + 64)[:, : case.k_full]
     assert not x.is_contiguous()
-    lc.assert_matches(lc.run(case.layer, x), lc.reference_column(case, x), "strided input")
+    lc.assert_matches(
+        lc.run(case.layer, x), lc.reference_column(case, x), "strided input"
+    )
 
 
 # ------------------------------------------------------------------ custom op
@@ -579,14 +585,18 @@ def test_layer_compiles_to_one_op(dist_tp1, triton_backend):
     finally:
         torch._dynamo.reset()
     assert len(graphs) == 1, "recompiled for a new M"
-    calls = [node.target for node in graphs[0].graph.nodes if node.op == "call_function"]
+    calls = [
+        node.target for node in graphs[0].graph.nodes if node.op == "call_function"
+    ]
     assert len(calls) == 1 and calls[0] in (_op(), _op().overloadpacket), calls
 
 
 # ------------------------------------------------------------------ one choice per layer
 
 
-def test_backend_is_fixed_per_layer_at_load(dist_tp1, triton_backend, rocm, monkeypatch):
+def test_backend_is_fixed_per_layer_at_load(
+    dist_tp1, triton_backend, rocm, monkeypatch
+):
     """Each layer keeps the backend it was built with: changing the variable or
     the config later changes neither how it is prepared nor how it runs, and
     apply() does not read the config at all. A layer built afterwards takes
@@ -617,8 +627,12 @@ def test_backend_is_fixed_per_layer_at_load(dist_tp1, triton_backend, rocm, monk
 
     method.quant_config = NoConfig()
     x = lc.rand_x(5, case.k_full)
-    lc.assert_matches(lc.run(case.layer, x), lc.reference_column(case, x), "triton layer")
-    lc.assert_matches(lc.run(petit_case.layer, x), lc.reference_column(petit_case, x), "petit layer")
+    lc.assert_matches(
+        lc.run(case.layer, x), lc.reference_column(case, x), "triton layer"
+    )
+    lc.assert_matches(
+        lc.run(petit_case.layer, x), lc.reference_column(petit_case, x), "petit layer"
+    )
 
 
 def test_backend_variable_is_registered_in_envs(monkeypatch):
@@ -641,13 +655,17 @@ def test_backend_variable_is_registered_in_envs(monkeypatch):
         ("merged", {"k": 256, "inter": 40}),  # N % 32 of the fused layer
     ],
 )
-def test_triton_takes_layers_petit_refuses(dist_tp1, triton_backend, rocm, monkeypatch, kind, sizes):
+def test_triton_takes_layers_petit_refuses(
+    dist_tp1, triton_backend, rocm, monkeypatch, kind, sizes
+):
     """Shapes outside Petit's 256 x 32 tiles: refused on Petit, run on Triton."""
     case = lc.build(kind, lc.petit_mxfp4_config(), sizes=sizes)
     lc.finalize(case.layer)
     for m in (1, 6):
         x = lc.rand_x(m, case.k_full, seed=m)
-        lc.assert_matches(lc.run(case.layer, x), lc.reference_column(case, x), f"{kind} {sizes}")
+        lc.assert_matches(
+            lc.run(case.layer, x), lc.reference_column(case, x), f"{kind} {sizes}"
+        )
     monkeypatch.setenv(ENV, "petit")
     with pytest.raises(ValueError, match="Petit MXFP4 needs"):
         lc.build(kind, lc.petit_mxfp4_config(), sizes=sizes, load_weights=False)
@@ -655,7 +673,30 @@ def test_triton_takes_layers_petit_refuses(dist_tp1, triton_backend, rocm, monke
 
 def test_triton_refuses_k_not_a_multiple_of_32(dist_tp1, triton_backend):
     with pytest.raises(ValueError) as ei:
-        lc.build("replicated", lc.petit_mxfp4_config(), sizes={"n": 64, "k": 80}, load_weights=False)
+        lc.build(
+            "replicated",
+            lc.petit_mxfp4_config(),
+            sizes={"n": 64, "k": 80},
+            load_weights=False,
+        )
     msg = str(ei.value)
     assert "Triton" in msg and "multiple of 32" in msg, msg
     assert "model.layers.0.mlp.down_proj" in msg and "(64, 80)" in msg, msg
+
+
+def test_tiles_labelled_untuned_off_the_measured_gpus():
+    """The tiles were measured on Hopper (H100/H200, compute capability 9.0);
+    other NVIDIA GPUs and every ROCm GPU get them with a note that says so."""
+    if not sgl_has_triton_backend():
+        pytest.skip(f"{TRITON_MOD} not in this tree")
+    pytest.importorskip("triton")
+    mod = importlib.import_module(TRITON_MOD)
+    assert mod.tuning_note((9, 0), "NVIDIA H200") is None
+    for capability, name in (
+        ((8, 0), "NVIDIA A100"),
+        ((9, 4), "gfx942"),
+        (None, "MI300X"),
+    ):
+        note = mod.tuning_note(capability, name)
+        assert note is not None and "untuned" in note and name in note, note
+        assert "H100/H200" in note
