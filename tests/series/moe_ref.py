@@ -55,15 +55,6 @@ SWIGLU_ALPHA = 1.702
 SWIGLU_LIMIT = 7.0
 SORT_BLOCK = 32
 
-EXPERT_SUFFIXES = (
-    "gate_up_proj_blocks",
-    "gate_up_proj_scales",
-    "gate_up_proj_bias",
-    "down_proj_blocks",
-    "down_proj_scales",
-    "down_proj_bias",
-)
-
 
 # --------------------------------------------------------------------------
 # routing
@@ -143,8 +134,9 @@ def moe_forward(
     round_h_bf16: bool = False,
 ) -> torch.Tensor:
     """The whole gpt-oss MoE MLP (router + experts) in float32 from
-    checkpoint tensors.  ``experts`` maps each name in ``EXPERT_SUFFIXES``
-    (optionally with a ``model.layers.N.mlp.experts.`` prefix) to its tensor."""
+    checkpoint tensors.  ``experts`` maps each published expert tensor name
+    (``gate_up_proj_blocks`` .. ``down_proj_bias``, optionally with a
+    ``model.layers.N.mlp.experts.`` prefix) to its tensor."""
     def get(suffix):
         for key, val in experts.items():
             if key == suffix or key.endswith("." + suffix):
@@ -274,7 +266,7 @@ def round_up(x: int, m: int) -> int:
 def checkpoint_to_petit_halves(
     experts: Dict[str, torch.Tensor], dim_pad: int, inter_pad: int
 ) -> Dict[str, torch.Tensor]:
-    """Checkpoint expert tensors (names as ``EXPERT_SUFFIXES``) -> the
+    """Checkpoint expert tensors (the published names) -> the
     *un-repacked* inputs of Petit's fused MoE, padded to ``dim_pad`` /
     ``inter_pad``:
 
