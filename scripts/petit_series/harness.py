@@ -194,6 +194,30 @@ def _ensure_built(env: Path, spec: dict, lock: Path, build: Callable[[], None]) 
             build()
 
 
+# Free disk space a build needs before it starts (what the finished env takes,
+# plus pip's unpacking room); measured on x86_64 with Python 3.11.
+BASE_NEED_GIB = 7.0  # torch 2.14.1 (a CUDA build) + torchvision: 5.5 GiB
+RELEASE_NEED_GIB = 1.5  # one release's own dependencies: 0.3-0.6 GiB
+EXPORTERS_NEED_GIB = 3.0  # torch CPU, Quark, ModelOpt: 1.9 GiB
+TOOL_NEED_GIB = 0.5  # a style-tool venv: under 0.1 GiB
+
+
+def _require_free_space(path: Path, need_gib: float, what: str) -> None:
+    """Refuse to start a build that cannot fit: a pip run that fills the disk
+    fails late, half-installed, and may starve whatever else shares the disk."""
+    probe = Path(path)
+    while not probe.exists():
+        probe = probe.parent
+    free_gib = shutil.disk_usage(probe).free / 2**30
+    if free_gib < need_gib:
+        raise HarnessError(
+            f"building {what} needs about {need_gib:.1f} GiB free under {probe}, "
+            f"but {free_gib:.1f} GiB is free; free some space (old clones, build/ "
+            "folders of other checkouts) and run again, or set TEST_SERIES=0 to skip "
+            "the tests that need it"
+        )
+
+
 def _run_step(step: str, cmd: Sequence[str], log: Path, env: Optional[dict] = None) -> str:
     """Run one build step, teeing output to ``log``; raise HarnessError on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +232,11 @@ def _run_step(step: str, cmd: Sequence[str], log: Path, env: Optional[dict] = No
         fh.write(proc.stdout)
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.strip().splitlines()[-25:])
-        raise HarnessError(f"step '{step}' failed (exit {proc.returncode}); full log: {log}\n{tail}")
+        hint = ""
+        if "No space left on device" in proc.stdout:
+            free_gib = shutil.disk_usage(log.parent).free / 2**30
+            hint = f"\nthe disk is full ({free_gib:.1f} GiB free under {log.parent}): free some space and run again"
+        raise HarnessError(f"step '{step}' failed (exit {proc.returncode}); full log: {log}\n{tail}{hint}")
     return proc.stdout
 
 
@@ -274,6 +302,7 @@ def _build_base(base: Path, spec: dict, root: Path) -> None:
     py = _venv_python(base)
     log = root / "logs" / "base.log"
     t0 = time.time()
+    _require_free_space(root, BASE_NEED_GIB, f"the base torch environment ({base})")
     if not py.exists():
         _create_venv("create base venv", base, _base_python(), log)
     cons = base / "petit-constraints.txt"
@@ -381,6 +410,7 @@ def _build_release_env(version: str, env: Path, base_py: Path, root: Path, spec:
     if log.exists():
         log.unlink()
     t0 = time.time()
+    _require_free_space(root, RELEASE_NEED_GIB, f"the sglang-{version} environment ({env})")
     # Same interpreter as base (the shared site-packages holds compiled code).
     _create_venv(f"create venv sglang-{version}", env, str(base_py), log)
     py = _venv_python(env)
@@ -447,7 +477,7 @@ def verify_env(version: str, tree: Path, root: Path = DEFAULT_ROOT) -> dict:
 # --------------------------------------------------------------------------
 
 
-def ensure_tool_venv(env: Path, reqs: Sequence[str], log: Path, what: str) -> Path:
+def ensure_tool_venv(env: Path, reqs: Sequence[str], log: Path, what: str, need_gib: float = TOOL_NEED_GIB) -> Path:
     """A venv at ``env`` holding ``reqs`` from PyPI, built once (again when ``reqs``
     or HARNESS_REV change; builds serialized by a lock beside it); returns its python.
     The one builder of tool venvs: the exporters here, the style tools of `make pr`."""
@@ -457,6 +487,7 @@ def ensure_tool_venv(env: Path, reqs: Sequence[str], log: Path, what: str) -> Pa
     def build() -> None:
         py = _venv_python(env)
         t0 = time.time()
+        _require_free_space(env.parent, need_gib, f"the {what} venv ({env})")
         _create_venv(f"create {what} venv", env, _base_python(), log)
         _run_step(f"pip install {what} ({' '.join(reqs)})", [py, "-m", "pip", "install", *_pip_extra_args(), *reqs], log, env=_clean_env())
         locking.write_atomic(env / STAMP, json.dumps({"spec": _hash(spec), "reqs": list(reqs), "built_s": round(time.time() - t0, 1)}))
@@ -467,7 +498,7 @@ def ensure_tool_venv(env: Path, reqs: Sequence[str], log: Path, what: str) -> Pa
 
 def ensure_exporters(root: Path = DEFAULT_ROOT) -> Path:
     root = Path(root).resolve()
-    return ensure_tool_venv(root / "exporters", EXPORTER_REQS, root / "logs" / "exporters.log", "exporters (quark/modelopt/torch cpu)")
+    return ensure_tool_venv(root / "exporters", EXPORTER_REQS, root / "logs" / "exporters.log", "exporters (quark/modelopt/torch cpu)", EXPORTERS_NEED_GIB)
 
 
 def ensure_checkpoints(root: Path = DEFAULT_ROOT, out: Path = CHECKPOINT_ROOT, names: Iterable[str] = ()) -> int:

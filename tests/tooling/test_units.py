@@ -75,6 +75,16 @@ def test_one_release_order_for_the_harness_and_the_nightly():
     assert "tokenizers==0.22.1" not in harness.release_requirements("0.5.16", meta)
 
 
+def test_a_build_that_cannot_fit_is_refused_before_it_starts(tmp_path):
+    env = tmp_path / "venvs" / "style"
+    with pytest.raises(harness.HarnessError) as err:
+        harness.ensure_tool_venv(env, ["black==24.10.0"], tmp_path / "style.log", "style", need_gib=1e9)
+    text = str(err.value)
+    assert "needs about 1000000000.0 GiB free under" in text and "GiB is free" in text
+    assert "TEST_SERIES=0" in text
+    assert not env.exists() and not (tmp_path / "style.log").exists()
+
+
 def test_junit_counts_sum_the_suites():
     xml = ('<testsuites><testsuite tests="5" failures="1" errors="0" skipped="2"/>'
            '<testsuite tests="3" failures="0" errors="1" skipped="0"/></testsuites>')
