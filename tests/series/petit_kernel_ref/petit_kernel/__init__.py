@@ -233,6 +233,15 @@ def _solution_guard(a: torch.Tensor, solution_id: int, fp16_supported: bool) -> 
         raise RuntimeError(f"No kernel implementation for solution_id={solution_id}")
 
 
+def _fp4_a16_product(a: torch.Tensor, codes: torch.Tensor, group_scale: torch.Tensor, gs: torch.Tensor) -> torch.Tensor:
+    """``a @ W^T * gs`` in float32, returned in ``a``'s dtype, where ``W`` is the
+    E2M1 ``codes`` [N, K] times ``group_scale`` [N, K / group] (group 32 for MXFP4,
+    16 for NVFP4)."""
+    group = codes.size(1) // group_scale.size(1)
+    w = _e2m1_value(codes) * group_scale.repeat_interleave(group, dim=1)
+    return ((a.to(torch.float32) @ w.t()) * gs).to(a.dtype)
+
+
 def mul_mxfp4_a16(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -256,12 +265,8 @@ def mul_mxfp4_a16(
     gs = _global_scale_value(global_scale)
     if size_m == 0:
         return torch.empty(0, size_n, dtype=a.dtype, device=a.device)
-
-    codes = _unrepack_codes(b, size_n, size_k)
     scale = _e8m0_as_kernel(_unprocess_mx_scales(s, size_n, size_k))  # [N, K/32]
-    w = _e2m1_value(codes) * scale.repeat_interleave(32, dim=1)
-    out = (a.to(torch.float32) @ w.t()) * gs
-    return out.to(a.dtype)
+    return _fp4_a16_product(a, _unrepack_codes(b, size_n, size_k), scale, gs)
 
 
 # --------------------------------------------------------------------------
@@ -319,11 +324,8 @@ def mul_nvfp4_a16(
     gs = _global_scale_value(global_scale)
     if size_m == 0:
         return torch.empty(0, size_n, dtype=a.dtype, device=a.device)
-    codes = _unrepack_codes(b, size_n, size_k)
-    scale = _unprocess_nv_scales(s, size_n, size_k)
-    w = _e2m1_value(codes) * scale.repeat_interleave(16, dim=1)
-    out = (a.to(torch.float32) @ w.t()) * gs
-    return out.to(a.dtype)
+    scale = _unprocess_nv_scales(s, size_n, size_k)  # [N, K/16]
+    return _fp4_a16_product(a, _unrepack_codes(b, size_n, size_k), scale, gs)
 
 
 def get_fp4_solutions(*args, **kwargs):
