@@ -700,3 +700,142 @@ def test_tiles_labelled_untuned_off_the_measured_gpus():
         note = mod.tuning_note(capability, name)
         assert note is not None and "untuned" in note and name in note, note
         assert "Hopper" in note
+
+
+# ------------------------------------------------- shared memory per GPU
+
+# Shared memory per workgroup / block that Triton lets a kernel use.
+SHARED_LIMIT = {
+    ("hip", "gfx90a", 64): 65536,  # MI200
+    ("hip", "gfx942", 64): 65536,  # MI300
+    ("cuda", 90, 32): 232448,  # H100/H200, where the tiles were measured
+}
+
+
+class _RefusedDeeperThan:
+    """Stands in for the kernel's launcher: refuses pipelines deeper than
+    ``limit`` as Triton does a config that needs too much shared memory, and
+    runs the real (interpreted) kernel otherwise."""
+
+    def __init__(self, kernel, limit: int, resource: str = "shared memory"):
+        self.kernel, self.limit, self.resource = kernel, limit, resource
+        self.tried = []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.tried.append(kwargs["num_stages"])
+            if kwargs["num_stages"] > self.limit:
+                from triton.runtime.errors import OutOfResources
+
+                raise OutOfResources(98304, 65536, self.resource)
+            self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+def test_launch_lowers_the_pipeline_depth_until_it_fits(interp, monkeypatch):
+    """A tile whose pipeline needs more shared memory than the GPU has runs
+    one stage shallower at a time until it fits, once: later calls start at
+    the depth that fitted. Other resources, or depth 1, are not retried."""
+    real = interp._mxfp4_a16_kernel
+    monkeypatch.setattr(interp, "_is_interpreted", lambda kernel: True)
+    monkeypatch.setattr(interp, "_STAGES", {})
+    n, k, m = 64, 256, 5
+    packed, scales = mx.random_mxfp4(n, k, seed=3)
+    x = lc.rand_x(m, k, seed=3)
+    ref = x.float() @ mx.dequantize_mxfp4(packed, scales).t()
+    config = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, num_warps=4, num_stages=4)
+
+    launcher = _RefusedDeeperThan(real, limit=2)
+    monkeypatch.setattr(interp, "_mxfp4_a16_kernel", launcher)
+    lc.assert_matches(_gemm(interp, x, packed, scales, config=config), ref, "depth 2")
+    assert launcher.tried == [4, 3, 2]
+    launcher.tried.clear()
+    lc.assert_matches(_gemm(interp, x, packed, scales, config=config), ref, "again")
+    assert launcher.tried == [2]
+    launcher.tried.clear()
+    other = dict(config, BLOCK_K=32)  # another config starts at its own depth
+    _gemm(interp, x, packed, scales, config=other)
+    assert launcher.tried == [4, 3, 2]
+
+    from triton.runtime.errors import OutOfResources
+
+    for refused, tried in (
+        (_RefusedDeeperThan(real, limit=0), [4, 3, 2, 1]),
+        (_RefusedDeeperThan(real, limit=2, resource="registers"), [4]),
+    ):
+        monkeypatch.setattr(interp, "_STAGES", {})
+        monkeypatch.setattr(interp, "_mxfp4_a16_kernel", refused)
+        with pytest.raises(OutOfResources):
+            _gemm(interp, x, packed, scales, config=config)
+        assert refused.tried == tried
+
+
+def _compile_fused(mod, target, config: dict, stages: int):
+    """The fused kernel compiled for ``target`` (no GPU needed), specialized
+    as a launch on 16-aligned sizes and pointers is."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = mod._mxfp4_a16_kernel
+    pointers = {"a": "*bf16", "w": "*u8", "s": "*u8", "bias": "*bf16", "c": "*bf16"}
+    pointers.update(ws="*fp32", cnt="*i32")
+    constants = dict(
+        config, stride_ak=1, HAS_BIAS=True, DOT_FP32=False, PTX_DECODE=target[0] == "cuda"
+    )
+    signature, aligned = {}, []
+    for i, name in enumerate(kernel.arg_names):
+        if name in constants:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = pointers[name[: -len("_ptr")]]
+            aligned.append(i)
+        else:
+            signature[name] = "i32"
+            if name != "M" and name != "K_STEPS":
+                aligned.append(i)
+    constexprs = {name: constants[name] for name in signature if name in constants}
+    attrs = {(i,): [["tt.divisibility", 16]] for i in aligned}
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
+    return triton.compile(
+        source,
+        target=GPUTarget(*target),
+        options=dict(num_warps=config["num_warps"], num_stages=stages),
+    )
+
+
+def _fused_configs(mod):
+    """Every fused-kernel config the picker gives on Llama-sized layers."""
+    configs = {}
+    for n, k in ((768, 4096), (4096, 1792), (6144, 4096), (28672, 4096), (8192, 28672)):
+        for m in (1, 16, 17, 33, 64, 65, 128, 256, 511):
+            cfg = mod._pick_config(m, n, k, 304)
+            if "DEQUANT_ROWS" not in cfg:
+                cfg["SPLIT_K"] = min(cfg.get("SPLIT_K", 1), 2)  # 1 or "split"
+                configs[tuple(sorted(cfg.items()))] = cfg
+    return list(configs.values())
+
+
+@pytest.mark.parametrize("target", list(SHARED_LIMIT), ids=lambda t: str(t[1]))
+def test_every_tile_fits_the_gpus_shared_memory(target):
+    """Compiled for MI200/MI300 (64 KiB of shared memory), the tiles measured
+    on the H200 need up to 96 KiB at their depth: the launch lowers the depth
+    until they fit, and some depth does for every tile. On the H200 itself
+    every tile fits at its configured depth (the measured figures need no
+    fallback)."""
+    if not sgl_has_triton_backend():
+        pytest.skip(f"{TRITON_MOD} not in this tree")
+    mod = _fresh_triton_module()
+    limit = SHARED_LIMIT[target]
+    deeper_than_fits = 0
+    for cfg in _fused_configs(mod):
+        depth = cfg["num_stages"]
+        while _compile_fused(mod, target, cfg, depth).metadata.shared > limit:
+            assert depth > 1, f"{cfg} needs more than {limit} B at depth 1 on {target}"
+            depth -= 1
+        deeper_than_fits += depth < cfg["num_stages"]
+    if target[0] == "cuda":
+        assert deeper_than_fits == 0
+    else:
+        assert deeper_than_fits > 0  # the fallback is needed there
