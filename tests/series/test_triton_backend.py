@@ -708,6 +708,8 @@ def test_tiles_labelled_untuned_off_the_measured_gpus():
 SHARED_LIMIT = {
     ("hip", "gfx90a", 64): 65536,  # MI200
     ("hip", "gfx942", 64): 65536,  # MI300
+    ("cuda", 80, 32): 166912,  # A100
+    ("cuda", 89, 32): 101376,  # L40S, RTX 4090 (RTX 30xx/50xx have as much)
     ("cuda", 90, 32): 232448,  # H100/H200, where the tiles were measured
 }
 
@@ -821,9 +823,9 @@ def _fused_configs(mod):
 def test_every_tile_fits_the_gpus_shared_memory(target):
     """Compiled for MI200/MI300 (64 KiB of shared memory), the tiles measured
     on the H200 need up to 96 KiB at their depth: the launch lowers the depth
-    until they fit, and some depth does for every tile. On the H200 itself
-    every tile fits at its configured depth (the measured figures need no
-    fallback)."""
+    until they fit, and some depth does for every tile. On NVIDIA GPUs from
+    Ampere on (inline-PTX decode) every tile fits at its configured depth, so
+    the H200's measured figures involve no fallback."""
     if not sgl_has_triton_backend():
         pytest.skip(f"{TRITON_MOD} not in this tree")
     mod = _fresh_triton_module()
