@@ -102,6 +102,9 @@ BASE_CONSTRAINTS = ["torch==2.14.1", "torchvision==0.29.1"]
 COMMON_DEPS = [
     "aiohttp",
     "compressed-tensors",
+    # sglang.test.test_utils, which the series' upstream-style tests import,
+    # imports the benchmark datasets.
+    "datasets",
     "dill",
     "einops",
     "gguf",
