@@ -105,3 +105,25 @@ def test_triton_kernel_tests_pass_in_the_interpreter(upstream_tests):
     assert result["rc"] == 0, result["output"][-4000:]
     kernels = [n for n in result["passed"] if "TritonKernels" in n]
     assert len(kernels) >= 2, result["output"][-4000:]
+
+
+def test_pr_plan_names_tests_the_series_has(upstream_tests):
+    """Every test `make pr`'s PR plan tells reviewers to run exists (file,
+    class and method)."""
+    import ast
+    import json
+
+    plan = json.loads((REPO / "scripts" / "pr_plan.json").read_text())
+    for pr in plan["prs"]:
+        for test_id in pr.get("tests", []):
+            path, *names = test_id.split("::")
+            file = upstream_tests / path
+            assert file.is_file(), f"{pr['title']}: {path} is not a test the series adds"
+            scope = ast.parse(file.read_text()).body
+            for name in names:
+                found = [
+                    node for node in scope
+                    if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name
+                ]  # fmt: skip
+                assert found, f"{pr['title']}: {test_id}: no {name}"
+                scope = found[0].body
