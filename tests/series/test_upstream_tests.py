@@ -102,7 +102,8 @@ def test_series_tests_pass_as_upstream_ci_runs_them(upstream_tests):
 
 
 def test_triton_kernel_tests_pass_in_the_interpreter(upstream_tests):
-    result = _run_pytest(upstream_tests, {"TRITON_INTERPRET": "1"}, "-k", "Triton")
+    # Only the kernel tests: on a GPU machine the others would run interpreted.
+    result = _run_pytest(upstream_tests, {"TRITON_INTERPRET": "1"}, "-k", "TritonKernels")
     assert result["rc"] == 0, result["output"][-4000:]
     kernels = [n for n in result["passed"] if "TritonKernels" in n]
     assert len(kernels) >= 2, result["output"][-4000:]
