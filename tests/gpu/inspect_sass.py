@@ -7,9 +7,8 @@ spending device time on it (see PERF_NOTES.md).
 
 The argument is BLOCK_M,BLOCK_N,BLOCK_K,num_warps,num_stages,SPLIT_K of the
 fused kernel. Needs torch and triton (CPU builds are enough): Triton's wheel
-carries ptxas and nvdisasm. The pointer arguments and the sizes and strides
-the JIT specializes get tt.divisibility 16, as at run time; without it the
-loads are not pipelined and the counts mean nothing.
+carries ptxas and nvdisasm. offline_compile.py specializes the kernel as a
+launch on aligned pointers, sizes and strides is.
 """
 
 from __future__ import annotations
@@ -23,44 +22,20 @@ import tempfile
 from pathlib import Path
 
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import petit_triton_module  # noqa: E402
+from offline_compile import compile_fused  # noqa: E402
 
-SIGNATURE = {
-    "a_ptr": "*bf16", "w_ptr": "*u8", "s_ptr": "*u8", "bias_ptr": "*bf16",
-    "c_ptr": "*bf16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32",
-    "K": "i32", "K_STEPS": "i32", "stride_am": "i32", "stride_ak": "constexpr",
-    "stride_wn": "i32", "stride_sn": "i32", "stride_cm": "i32",
-    "HAS_BIAS": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr",
-    "BLOCK_K": "constexpr", "GROUP_N": "constexpr", "SPLIT_K": "constexpr",
-    "DOT_FP32": "constexpr", "PTX_DECODE": "constexpr",
-}  # fmt: skip
-DIVISIBLE = {"N", "K", "stride_am", "stride_wn", "stride_sn", "stride_cm"}
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 
 
 def compile_kernel(mod, bm: int, bn: int, bk: int, warps: int, stages: int, split: int):
-    names = list(SIGNATURE)
-    attrs = {
-        (names.index(n),): [["tt.divisibility", 16]]
-        for n in names
-        if SIGNATURE[n].startswith("*") or n in DIVISIBLE
-    }
-    consts = dict(
-        stride_ak=1, HAS_BIAS=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_N=1,
-        SPLIT_K=split, DOT_FP32=False, PTX_DECODE=True,
+    config = dict(
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_N=1, SPLIT_K=split,
+        HAS_BIAS=False, num_warps=warps,
     )  # fmt: skip
-    src = ASTSource(
-        fn=mod._mxfp4_a16_kernel, signature=SIGNATURE, constexprs=consts, attrs=attrs
-    )
-    return triton.compile(
-        src,
-        target=GPUTarget("cuda", 90, 32),
-        options=dict(num_warps=warps, num_stages=stages),
-    )
+    return compile_fused(mod._mxfp4_a16_kernel, ("cuda", 90, 32), config, stages)
 
 
 def sass_of(kernel) -> str:

@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -774,37 +775,14 @@ def test_launch_lowers_the_pipeline_depth_until_it_fits(interp, monkeypatch):
 
 
 def _compile_fused(mod, target, config: dict, stages: int):
-    """The fused kernel compiled for ``target`` (no GPU needed), specialized
-    as a launch on 16-aligned sizes and pointers is."""
-    triton = pytest.importorskip("triton")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    """The fused kernel compiled for ``target`` without a GPU."""
+    pytest.importorskip("triton")
+    gpu_tests = str(Path(__file__).resolve().parents[1] / "gpu")
+    if gpu_tests not in sys.path:
+        sys.path.append(gpu_tests)
+    from offline_compile import compile_fused
 
-    kernel = mod._mxfp4_a16_kernel
-    pointers = {"a": "*bf16", "w": "*u8", "s": "*u8", "bias": "*bf16", "c": "*bf16"}
-    pointers.update(ws="*fp32", cnt="*i32")
-    constants = dict(
-        config, stride_ak=1, HAS_BIAS=True, DOT_FP32=False, PTX_DECODE=target[0] == "cuda"
-    )
-    signature, aligned = {}, []
-    for i, name in enumerate(kernel.arg_names):
-        if name in constants:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = pointers[name[: -len("_ptr")]]
-            aligned.append(i)
-        else:
-            signature[name] = "i32"
-            if name != "M" and name != "K_STEPS":
-                aligned.append(i)
-    constexprs = {name: constants[name] for name in signature if name in constants}
-    attrs = {(i,): [["tt.divisibility", 16]] for i in aligned}
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
-    return triton.compile(
-        source,
-        target=GPUTarget(*target),
-        options=dict(num_warps=config["num_warps"], num_stages=stages),
-    )
+    return compile_fused(mod._mxfp4_a16_kernel, target, config, stages)
 
 
 def _fused_configs(mod):
