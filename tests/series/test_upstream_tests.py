@@ -66,13 +66,13 @@ def upstream_tests(tmp_path_factory) -> Path:
     return root
 
 
-def _run_pytest(root: Path, extra_env: Dict[str, str], *args: str) -> dict:
+def _run_pytest(root: Path, run: str, extra_env: Dict[str, str], *args: str) -> dict:
     """pytest on the series' test files in a child process; its JUnit counts
     and the reasons of its skips."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TRITON_INTERPRET")}
     env.update(extra_env)
     files = sorted(str(p.relative_to(root)) for p in root.glob("test/**/test_*.py"))
-    report = root / f"junit-{len(list(root.glob('junit-*.xml')))}.xml"
+    report = root / f"junit-{run}.xml"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
          f"--junitxml={report}", *args, *files],
@@ -91,7 +91,7 @@ def _run_pytest(root: Path, extra_env: Dict[str, str], *args: str) -> dict:
 
 
 def test_series_tests_pass_as_upstream_ci_runs_them(upstream_tests):
-    result = _run_pytest(upstream_tests, {})
+    result = _run_pytest(upstream_tests, "plain", {})
     assert result["rc"] == 0, result["output"][-4000:]
     # The CPU tests (config detection, the opt-in, exclude patterns, checks).
     assert sum(".test_petit_mxfp4_config." in n for n in result["passed"]) >= 10
@@ -103,7 +103,9 @@ def test_series_tests_pass_as_upstream_ci_runs_them(upstream_tests):
 
 def test_triton_kernel_tests_pass_in_the_interpreter(upstream_tests):
     # Only the kernel tests: on a GPU machine the others would run interpreted.
-    result = _run_pytest(upstream_tests, {"TRITON_INTERPRET": "1"}, "-k", "TritonKernels")
+    result = _run_pytest(
+        upstream_tests, "interpreted", {"TRITON_INTERPRET": "1"}, "-k", "TritonKernels"
+    )
     assert result["rc"] == 0, result["output"][-4000:]
     kernels = [n for n in result["passed"] if "TritonKernels" in n]
     assert len(kernels) >= 2, result["output"][-4000:]
