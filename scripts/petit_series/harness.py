@@ -200,7 +200,7 @@ def _ensure_built(env: Path, spec: dict, lock: Path, build: Callable[[], None]) 
 # Free disk space a build needs before it starts (what the finished env takes,
 # plus pip's unpacking room); measured on x86_64 with Python 3.11.
 BASE_NEED_GIB = 7.0  # torch 2.14.1 (a CUDA build) + torchvision: 5.5 GiB
-RELEASE_NEED_GIB = 1.5  # one release's own dependencies: 0.3-0.6 GiB
+RELEASE_NEED_GIB = 1.5  # one release's own dependencies: 0.5-0.8 GiB
 EXPORTERS_NEED_GIB = 3.0  # torch CPU, Quark, ModelOpt: 1.9 GiB
 TOOL_NEED_GIB = 0.5  # a style-tool venv: under 0.1 GiB
 
