@@ -709,6 +709,7 @@ def test_tiles_labelled_untuned_off_the_measured_gpus():
 SHARED_LIMIT = {
     ("hip", "gfx90a", 64): 65536,  # MI200
     ("hip", "gfx942", 64): 65536,  # MI300
+    ("hip", "gfx950", 64): 163840,  # MI350
     ("cuda", 80, 32): 166912,  # A100
     ("cuda", 89, 32): 101376,  # L40S, RTX 4090 (RTX 30xx/50xx have as much)
     ("cuda", 90, 32): 232448,  # H100/H200, where the tiles were measured
