@@ -7,6 +7,7 @@ bytes independently, in float64, with a table.
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 from typing import Callable, List, Optional, Tuple
@@ -249,6 +250,20 @@ def hold_streams(*streams: torch.cuda.Stream) -> None:
         s.wait_event(gate)
 
 
+def race(calls: List[Callable[[], torch.Tensor]]) -> List[List[torch.Tensor]]:
+    """Each call 50 times on its own stream, interleaved with no synchronization
+    between the streams (held back so that they overlap); every output kept."""
+    streams = [torch.cuda.Stream() for _ in calls]
+    outs: List[List[torch.Tensor]] = [[] for _ in calls]
+    hold_streams(*streams)
+    for _ in range(50):
+        for call, stream, out in zip(calls, streams, outs):
+            with torch.cuda.stream(stream):
+                out.append(call())
+    torch.cuda.synchronize()
+    return outs
+
+
 STREAM_PAIRS = {
     # Small M: split-K partial sums and per-tile counters on both streams.
     "split_k": ((3, 4096, 4096), (5, 1536, 8192)),
@@ -269,14 +284,7 @@ def test_two_streams_concurrently(cuda_mod, no_tf32, pair):
     for fn, _ in gemms:
         fn()  # compile and size the workspaces before the race
     torch.cuda.synchronize()
-    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
-    outs: List[List[torch.Tensor]] = [[], []]
-    hold_streams(*streams)
-    for _ in range(50):
-        for (fn, _), stream, out in zip(gemms, streams, outs):
-            with torch.cuda.stream(stream):
-                out.append(fn())
-    torch.cuda.synchronize()
+    outs = race([fn for fn, _ in gemms])
     for (_, ref), out, shape in zip(gemms, outs, STREAM_PAIRS[pair]):
         for i, o in enumerate(out):
             assert_gemm_close(o, ref, f"{pair} {shape} call {i}")
@@ -329,15 +337,12 @@ def test_two_cuda_graphs_on_two_streams(cuda_mod, no_tf32):
     gemms = [make_gemm(cuda_mod, *spec) for spec in specs]
     graphs = [capture(fn, stream=cap) for fn, _ in gemms]
     torch.cuda.synchronize()
-    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
-    copies: List[List[torch.Tensor]] = [[], []]
-    hold_streams(*streams)
-    for _ in range(50):
-        for (graph, out), stream, kept in zip(graphs, streams, copies):
-            with torch.cuda.stream(stream):
-                graph.replay()
-                kept.append(out.clone())
-    torch.cuda.synchronize()
+
+    def replay(graph: torch.cuda.CUDAGraph, out: torch.Tensor) -> torch.Tensor:
+        graph.replay()
+        return out.clone()
+
+    copies = race([functools.partial(replay, *captured) for captured in graphs])
     for (_, ref), kept, spec in zip(gemms, copies, specs):
         for i, o in enumerate(kept):
             assert_gemm_close(o, ref, f"graph {spec} replay {i}")
